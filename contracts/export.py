@@ -1,0 +1,47 @@
+"""Write the JSON Schema of every contract model to contracts/schemas (`python -m contracts.export`).
+
+`--check` exits 1 when a checked-in schema differs from the models (the stale-schema test uses it).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from contracts.inbound import INBOUND
+from contracts.outbound import OUTBOUND
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+
+
+def schemas() -> dict[str, dict[str, Any]]:
+    return {
+        "inbound.schema.json": INBOUND.json_schema(),
+        "outbound.schema.json": OUTBOUND.json_schema(mode="serialization"),
+    }
+
+
+def render(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    stale = []
+    for name, schema in schemas().items():
+        path = SCHEMA_DIR / name
+        text = render(schema)
+        if "--check" in argv:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(name)
+        else:
+            path.write_text(text, encoding="utf-8")
+    if stale:
+        print("stale JSON Schema (run `python -m contracts.export`):", ", ".join(stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

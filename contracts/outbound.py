@@ -1,0 +1,183 @@
+"""Outbound events (contracts.md): settlements, reversals, rejections, ledger events, dead letters.
+
+The worker builds these with `model_construct` on its hot path (the engine guarantees the values)
+and serialises them with orjson through `contracts.wire.dumps`; tests validate every emitted event
+against these same models.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from contracts.types import Bp, Fen
+
+Treatment = Literal["employed", "retired", "retired_70plus", "pre1949"]
+FundExclusion = Literal[
+    "BENEFITS_SUSPENDED",
+    "INPATIENT_STAY",
+    "LIABILITY_OTHER_PARTY",
+    "OUT_OF_AREA_UNREGISTERED",
+    "PHARMACY_NOT_IN_POOLING",
+    "NO_PRESCRIPTION",
+]
+FundLimit = Literal["CEILING_REACHED", "CAP_REACHED"]
+
+
+class Outbound(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+
+
+class Reason(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+class Segment(BaseModel):
+    """One overlap of a walk with a segment (explanation of benefits)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lower_fen: Fen
+    upper_fen: Fen | None
+    ratio_bp: Bp
+    deductible: bool
+    amount_fen: Fen
+
+
+class AccumulatorsAfter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    year: int
+    counted_fen: Fen
+    capped_fund_fen: Fen
+    fund_fen: Fen
+    incentive_fund_fen: Fen
+    claims: int = Field(ge=0)
+    cap_fen: Fen | None
+
+
+class ClaimSettled(Outbound):
+    type: Literal["claim.settled"] = "claim.settled"
+    event_id: str
+    claim_id: str
+    member_id: str
+    city: str
+    policy_version: str
+    service_date: str
+    settled_at: str
+    channel: Literal["pos", "reimbursement"]
+    fund_payee: Literal["facility", "member"]
+    treatment: Treatment
+    band: str | None
+    total_fen: Fen
+    full_self_pay_fen: Fen
+    pre_self_pay_fen: Fen
+    eligible_fen: Fen
+    deductible_fen: Fen
+    fund_pay_fen: Fen
+    uncapped_fund_fen: Fen
+    uncounted_fund_fen: Fen
+    member_share_fen: Fen
+    account_pay_fen: Fen
+    cash_pay_fen: Fen
+    account_balance_after_fen: Fen | None
+    fund_exclusions: list[FundExclusion]
+    fund_limits: list[FundLimit]
+    segments: list[Segment]
+    accumulators_after: AccumulatorsAfter
+
+
+class ClaimReversed(Outbound):
+    type: Literal["claim.reversed"] = "claim.reversed"
+    event_id: str
+    claim_id: str
+    member_id: str
+    reversed_at: str
+    fund_pay_fen: Fen
+    account_pay_fen: Fen
+    account_balance_after_fen: Fen | None
+    accumulators_after: AccumulatorsAfter
+
+
+class ClaimRejected(Outbound):
+    type: Literal["claim.rejected"] = "claim.rejected"
+    event_id: str
+    request_type: Literal["claim.submitted", "claim.reversal_requested"]
+    claim_id: str
+    member_id: str | None
+    rejected_at: str
+    reasons: list[Reason]
+
+
+class AccountCredited(Outbound):
+    type: Literal["account.credited"] = "account.credited"
+    event_id: str
+    request_id: str
+    member_id: str
+    cause: Literal["contribution", "backpay", "retiree", "incentive", "transfer_in"]
+    period: str | None = None
+    amount_fen: Fen
+    balance_after_fen: Fen
+
+
+class AccountDebited(Outbound):
+    type: Literal["account.debited"] = "account.debited"
+    event_id: str
+    request_id: str
+    member_id: str
+    purpose: str
+    beneficiary_member_id: str
+    amount_fen: Fen
+    balance_after_fen: Fen
+
+
+class AccountClosedEvent(Outbound):
+    type: Literal["account.closed"] = "account.closed"
+    event_id: str
+    request_id: str
+    member_id: str
+    disposition: Literal["inherited", "to_pooling_fund", "withdrawn", "transferred"]
+    amount_fen: Fen
+    balance_after_fen: Fen
+
+
+class AccountRequestRejected(Outbound):
+    type: Literal["account.request_rejected"] = "account.request_rejected"
+    event_id: str
+    request_id: str
+    member_id: str | None
+    request_type: str
+    reasons: list[Reason]
+
+
+class DeadLetter(Outbound):
+    type: Literal["dead_letter"] = "dead_letter"
+    source_topic: str
+    partition: int
+    offset: int
+    error: str
+    payload_b64: str
+    payload_bytes: int = Field(ge=0)
+    payload_sha256: str
+
+
+OutboundEvent = Annotated[
+    ClaimSettled
+    | ClaimReversed
+    | ClaimRejected
+    | AccountCredited
+    | AccountDebited
+    | AccountClosedEvent
+    | AccountRequestRejected
+    | DeadLetter,
+    Field(discriminator="type"),
+]
+
+OUTBOUND: TypeAdapter[OutboundEvent] = TypeAdapter(OutboundEvent)

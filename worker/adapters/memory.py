@@ -1,0 +1,35 @@
+"""In-process state store: the whole state in dicts, for offline replay and tests.
+
+Views are the stored objects themselves, so applying an effect to a view is the atomic write.
+"""
+
+from __future__ import annotations
+
+from contracts.inbound import MemberProfile
+from worker.domain.state import AccountAnswer, ClaimRecord, Effect, Ledger, MemberView
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.members: dict[str, MemberView] = {}
+        self.claim_owners: dict[str, str] = {}
+        self.answers: dict[str, AccountAnswer] = {}
+
+    def view(self, member_id: str) -> MemberView:
+        view = self.members.get(member_id)
+        if view is None:
+            view = MemberView(
+                member_id, None, Ledger(), {}, self.claim_owners, self.answers, set()
+            )
+            self.members[member_id] = view
+        return view
+
+    def put_profile(self, profile: MemberProfile) -> None:
+        self.view(profile.member_id).profile = profile
+
+    def apply(self, view: MemberView, effect: Effect) -> None:
+        view.apply(effect)
+
+    def claim(self, claim_id: str) -> ClaimRecord | None:
+        owner = self.claim_owners.get(claim_id)
+        return self.members[owner].claims.get(claim_id) if owner else None

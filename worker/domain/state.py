@@ -1,0 +1,158 @@
+"""The per-member state the rules read, and the effect a decision asks the store to apply.
+
+A store hands the engine a `MemberView` (a snapshot of one member: profile, ledger, the claim records
+and stored answers the message needs) and applies the returned `Effect` atomically and only if the
+state is still the one the decision was computed from. The in-memory store (replay) and the Redis
+store (Kafka worker) both speak this interface, so they share every line of rules code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from contracts.inbound import MemberProfile
+from contracts.outbound import (
+    AccountClosedEvent,
+    AccountCredited,
+    AccountDebited,
+    AccountRequestRejected,
+    ClaimReversed,
+    ClaimSettled,
+)
+
+AccountAnswer = AccountCredited | AccountDebited | AccountClosedEvent | AccountRequestRejected
+
+
+@dataclass(slots=True)
+class Accumulators:
+    """A member's pooling accumulators for one calendar year (rules §6.2)."""
+
+    counted: int = 0
+    capped_fund: int = 0
+    fund: int = 0
+    incentive_fund: int = 0
+    claims: int = 0
+
+    def plus(self, other: Accumulators, sign: int = 1) -> Accumulators:
+        return Accumulators(
+            self.counted + sign * other.counted,
+            self.capped_fund + sign * other.capped_fund,
+            self.fund + sign * other.fund,
+            self.incentive_fund + sign * other.incentive_fund,
+            self.claims + sign * other.claims,
+        )
+
+    def to_list(self) -> list[int]:
+        return [self.counted, self.capped_fund, self.fund, self.incentive_fund, self.claims]
+
+    @classmethod
+    def from_list(cls, values: list[int]) -> Accumulators:
+        return cls(*values)
+
+
+@dataclass(slots=True)
+class Ledger:
+    """A member's money state: year accumulators and the personal account (rules §6.2, §8)."""
+
+    years: dict[int, Accumulators] = field(default_factory=dict)
+    balance: int = 0
+    closed: bool = False
+    incentive_year: int | None = None
+    incentive_qualified: bool = False
+    incentive_streak: int = 0
+
+    def year(self, year: int) -> Accumulators:
+        return self.years.get(year) or Accumulators()
+
+    def with_year(self, year: int, acc: Accumulators, balance: int) -> Ledger:
+        years = dict(self.years)
+        years[year] = acc
+        return Ledger(
+            years, balance, self.closed, self.incentive_year, self.incentive_qualified, self.incentive_streak
+        )
+
+    def with_balance(self, balance: int, closed: bool | None = None) -> Ledger:
+        return Ledger(
+            self.years,
+            balance,
+            self.closed if closed is None else closed,
+            self.incentive_year,
+            self.incentive_qualified,
+            self.incentive_streak,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "years": {str(y): a.to_list() for y, a in self.years.items()},
+            "balance": self.balance,
+            "closed": self.closed,
+            "incentive": [self.incentive_year, self.incentive_qualified, self.incentive_streak],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Ledger:
+        year, qualified, streak = data["incentive"]
+        return cls(
+            {int(y): Accumulators.from_list(v) for y, v in data["years"].items()},
+            data["balance"],
+            data["closed"],
+            year,
+            qualified,
+            streak,
+        )
+
+
+@dataclass(slots=True)
+class ClaimRecord:
+    """What a settled claim did, kept for duplicates (§7.2) and reversals (§7)."""
+
+    claim_id: str
+    member_id: str
+    fingerprint: str
+    year: int
+    delta: Accumulators
+    account_pay: int
+    settled: ClaimSettled
+    reversed: ClaimReversed | None = None
+
+
+@dataclass(slots=True)
+class Effect:
+    """The state change of one decision; the store applies all of it or none of it."""
+
+    ledger: Ledger | None = None
+    claim: ClaimRecord | None = None
+    answer: AccountAnswer | None = None
+    period: str | None = None
+
+
+@dataclass(slots=True)
+class MemberView:
+    """One member's state as far as the messages at hand need it.
+
+    `claim_owners` and `answers` are global indexes (claim id → member, request id → stored answer):
+    the in-memory store shares one dict between all members; the Redis store fills them with the ids
+    the batch asks about.
+    """
+
+    member_id: str
+    profile: MemberProfile | None
+    ledger: Ledger
+    claims: dict[str, ClaimRecord]
+    claim_owners: dict[str, str]
+    answers: dict[str, AccountAnswer]
+    periods: set[str]
+    version: int = 0
+
+    def apply(self, effect: Effect) -> None:
+        """Advance the snapshot by an effect (the next message of the member sees it)."""
+        if effect.ledger is not None:
+            self.ledger = effect.ledger
+        if effect.claim is not None:
+            self.claims[effect.claim.claim_id] = effect.claim
+            self.claim_owners[effect.claim.claim_id] = self.member_id
+        if effect.answer is not None:
+            self.answers[effect.answer.request_id] = effect.answer
+        if effect.period is not None:
+            self.periods.add(effect.period)
