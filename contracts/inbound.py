@@ -91,14 +91,6 @@ class ClaimLine(Inbound):
     self_pay_ratio_bp: Bp | None = None
     amount_fen: Amount
 
-    @model_validator(mode="after")
-    def _ratio_only_for_b(self) -> ClaimLine:
-        if self.coverage == "B" and self.self_pay_ratio_bp is None:
-            raise ValueError("self_pay_ratio_bp: required field is missing")
-        if self.coverage != "B" and self.self_pay_ratio_bp not in (None, 0):
-            raise ValueError("self_pay_ratio_bp: must be absent or 0 unless coverage is B")
-        return self
-
 
 class ClaimSubmitted(Inbound):
     type: Literal["claim.submitted"]
@@ -115,9 +107,18 @@ class ClaimSubmitted(Inbound):
     lines: tuple[ClaimLine, ...] = Field(min_length=1, max_length=200)
 
     @model_validator(mode="after")
-    def _unique_line_ids(self) -> ClaimSubmitted:
+    def _lines_consistent(self) -> ClaimSubmitted:
+        """Cross-field line rules, in one pass per claim (cheaper than a validator per line)."""
         seen: set[str] = set()
         for index, line in enumerate(self.lines):
+            ratio = line.self_pay_ratio_bp
+            if line.coverage == "B":
+                if ratio is None:
+                    raise ValueError(f"lines[{index}].self_pay_ratio_bp: required field is missing")
+            elif ratio:
+                raise ValueError(
+                    f"lines[{index}].self_pay_ratio_bp: must be absent or 0 unless coverage is B"
+                )
             if line.line_id in seen:
                 raise ValueError(f"lines[{index}].line_id: must be unique in the claim")
             seen.add(line.line_id)

@@ -35,19 +35,19 @@ SchemaVersion = Annotated[int, Field(ge=1, le=1)]
 """Only version 1 exists; a strict int so that `true` and `1.0` are refused."""
 
 _TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
+_TIMESTAMP_ERROR = "must be an ISO 8601 timestamp with an offset"
 
 
-def _parse_timestamp(value: str) -> dt.datetime:
+def _check_timestamp(value: str) -> str:
     try:
-        return dt.datetime.fromisoformat(value)
+        dt.datetime.fromisoformat(value)
     except ValueError as exc:  # e.g. 2023-02-30T10:00:00+08:00
-        raise ValueError("must be an ISO 8601 timestamp with an offset") from exc
+        raise ValueError(_TIMESTAMP_ERROR) from exc
+    return value
 
 
-Timestamp = Annotated[
-    str, StringConstraints(pattern=_TIMESTAMP_PATTERN), AfterValidator(_parse_timestamp)
-]
-"""An RFC 3339 timestamp with a mandatory offset, parsed to an aware datetime."""
+Timestamp = Annotated[str, StringConstraints(pattern=_TIMESTAMP_PATTERN), AfterValidator(_check_timestamp)]
+"""An RFC 3339 timestamp with a mandatory offset, kept as written (see `china_date`)."""
 
 
 def _check_period(value: str) -> str:
@@ -65,9 +65,9 @@ Year = Annotated[int, Field(ge=2000, le=2100)]
 CHINA_TZ = dt.timezone(dt.timedelta(hours=8))
 
 
-def china_date(moment: dt.datetime) -> dt.date:
-    """The calendar date of an aware timestamp in UTC+08:00 (the date rules.md compares against)."""
-    return moment.astimezone(CHINA_TZ).date()
+def china_date(timestamp: str) -> dt.date:
+    """The calendar date of a validated timestamp in UTC+08:00 (the date rules.md compares against)."""
+    return dt.datetime.fromisoformat(timestamp).astimezone(CHINA_TZ).date()
 
 
 def period_start(period: str) -> dt.date:

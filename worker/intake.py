@@ -13,14 +13,15 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from contracts.inbound import ACCOUNT_TYPES, CLAIM_TYPES, INBOUND, INBOUND_TYPES, InboundMessage
-from contracts.outbound import DeadLetter, Outbound
+from contracts.outbound import ClaimRequestType, DeadLetter, Outbound
 from contracts.types import ID_RE
+from contracts.wire import Emitted, emit
 from worker.domain.accounts import account_rejection
 from worker.domain.claims import rejection_event
 from worker.domain.errors import Code, Rejection
@@ -29,8 +30,7 @@ MAX_MESSAGE_BYTES = 1 << 20
 DEAD_LETTER_PAYLOAD_BYTES = 64 << 10
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
+class Source(NamedTuple):
     """Where a message came from: topic, partition, offset (replay: "replay", 0, line number)."""
 
     topic: str
@@ -43,11 +43,11 @@ class Decoded:
     """Either a valid message to adjudicate, or the events that already answer the bytes."""
 
     message: InboundMessage | None
-    events: list[Outbound]
+    events: list[Emitted]
 
 
 def dead_letter(raw: bytes, source: Source, error: str) -> DeadLetter:
-    return DeadLetter.model_construct(
+    return DeadLetter.build(
         schema_version=1,
         type="dead_letter",
         source_topic=source.topic,
@@ -63,13 +63,13 @@ def dead_letter(raw: bytes, source: Source, error: str) -> DeadLetter:
 def decode(raw: bytes, source: Source, now: str) -> Decoded:
     """Validate one message; never raises."""
     if len(raw) > MAX_MESSAGE_BYTES:
-        return Decoded(None, [dead_letter(raw, source, "message larger than 1 MiB")])
+        return Decoded(None, [emit(dead_letter(raw, source, "message larger than 1 MiB"))])
     try:
         return Decoded(INBOUND.validate_json(raw), [])
     except ValidationError as exc:
-        return Decoded(None, [_answer_invalid(raw, source, exc, now)])
+        return Decoded(None, [emit(_answer_invalid(raw, source, exc, now))])
     except Exception as exc:  # a validator bug must not stop the worker: keep the message
-        return Decoded(None, [dead_letter(raw, source, f"validation failed: {type(exc).__name__}")])
+        return Decoded(None, [emit(dead_letter(raw, source, f"validation failed: {type(exc).__name__}"))])
 
 
 def _reject_constant(name: str) -> Any:
@@ -98,8 +98,10 @@ def _answer_invalid(raw: bytes, source: Source, exc: ValidationError, now: str) 
     error = Rejection(Code.INVALID_PAYLOAD, f"{field}: {message}", field)
     digest = hashlib.sha256(raw).hexdigest()
     if kind in CLAIM_TYPES:
-        return rejection_event(kind, ident, member_id, error, digest, now)
-    return account_rejection(ident, member_id, kind, error, f"{ident}:request_rejected:INVALID_PAYLOAD:{digest[:12]}")
+        return rejection_event(cast(ClaimRequestType, kind), ident, member_id, error, digest, now)
+    return account_rejection(
+        ident, member_id, kind, error, f"{ident}:request_rejected:INVALID_PAYLOAD:{digest[:12]}"
+    )
 
 
 _PREFIXED = re.compile(r"^(?:Value error, )?([A-Za-z_][\w.\[\]]*): (.+)$")

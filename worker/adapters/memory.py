@@ -6,21 +6,20 @@ Views are the stored objects themselves, so applying an effect to a view is the 
 from __future__ import annotations
 
 from contracts.inbound import MemberProfile
-from worker.domain.state import AccountAnswer, ClaimRecord, Effect, Ledger, MemberView
+from contracts.wire import Emitted
+from worker.domain.state import ClaimRecord, Effect, Ledger, MemberView
 
 
 class MemoryStore:
     def __init__(self) -> None:
         self.members: dict[str, MemberView] = {}
         self.claim_owners: dict[str, str] = {}
-        self.answers: dict[str, AccountAnswer] = {}
+        self.answers: dict[str, Emitted] = {}
 
     def view(self, member_id: str) -> MemberView:
         view = self.members.get(member_id)
         if view is None:
-            view = MemberView(
-                member_id, None, Ledger(), {}, self.claim_owners, self.answers, set()
-            )
+            view = MemberView(member_id, None, Ledger(), {}, self.claim_owners, self.answers, set())
             self.members[member_id] = view
         return view
 

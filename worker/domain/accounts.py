@@ -4,6 +4,7 @@ claims and closing, checked in the order of §8.0 and answered once per `request
 from __future__ import annotations
 
 import datetime as dt
+
 from contracts.inbound import (
     AccountClosed,
     AccountMessage,
@@ -19,15 +20,19 @@ from contracts.outbound import (
     AccountCredited,
     AccountDebited,
     AccountRequestRejected,
+    CreditCause,
     Reason,
 )
 from contracts.types import china_date, period_start
+from contracts.wire import emit
 from worker.domain.claims import Context, Decision
 from worker.domain.errors import Code, Rejection
 from worker.domain.money import BP_SCALE, rhu
 from worker.domain.policy import Policy, RetireeCreditRule
-from worker.domain.state import AccountAnswer, Effect, Ledger, MemberView
+from worker.domain.state import Effect, Ledger, MemberView
 from worker.domain.treatment import retiree_from, treatment_class
+
+AccountAnswer = AccountCredited | AccountDebited | AccountClosedEvent | AccountRequestRejected
 
 
 def _policy_day(request: AccountMessage) -> dt.date:
@@ -36,11 +41,13 @@ def _policy_day(request: AccountMessage) -> dt.date:
         return period_start(request.period)
     if isinstance(request, IncentiveDue):
         return dt.date(request.year + 1, 1, 1)
-    return china_date(request.requested_at)  # type: ignore[arg-type]
+    return china_date(request.requested_at)
 
 
-def _credited(request: AccountMessage, cause: str, amount: int, ledger: Ledger, period: str | None) -> AccountCredited:
-    return AccountCredited.model_construct(
+def _credited(
+    request: AccountMessage, cause: CreditCause, amount: int, ledger: Ledger, period: str | None
+) -> AccountCredited:
+    return AccountCredited.build(
         schema_version=1,
         type="account.credited",
         event_id=f"{request.request_id}:credited",
@@ -57,6 +64,8 @@ def _contribution(
     request: ContributionPosted, profile: MemberProfile, policy: Policy, view: MemberView
 ) -> tuple[AccountAnswer, Ledger, str | None]:
     """Regular and back-pay contributions: 2% of the base (Nanchang arts. 7, 10; Nanjing art. 5)."""
+    cause: CreditCause
+    key: str | None
     if request.kind == "regular":
         if treatment_class(profile, period_start(request.period), policy) != "employed":
             raise Rejection(Code.NOT_ELIGIBLE, "member is not employed on the period's first day", "period")
@@ -64,8 +73,8 @@ def _contribution(
         if key in view.periods:
             raise Rejection(Code.DUPLICATE_PERIOD, "period already credited", "period")
         rate, cause = policy.accounts.contribution_rate, "contribution"
-    else:
-        key, rate, cause = None, policy.accounts.backpay_rate, "backpay"  # back-pay is never checked
+    else:  # back-pay (一次性补缴) is never period-checked
+        key, rate, cause = None, policy.accounts.backpay_rate, "backpay"
     amount = rhu(request.base_fen * rate, BP_SCALE)
     ledger = view.ledger.with_balance(view.ledger.balance + amount)
     return _credited(request, cause, amount, ledger, request.period), ledger, key
@@ -89,7 +98,11 @@ def _retiree_amount(rule: RetireeCreditRule, profile: MemberProfile, request: Re
         return rule.fixed_fen or 0
     if rule.amount == "request_pension":
         return rhu(request.pension_fen * (rule.rate or 0), BP_SCALE)
-    figure = profile.retiree_base_credit_fen if rule.amount == "profile_base_credit" else profile.retirement_pension_fen
+    figure = (
+        profile.retiree_base_credit_fen
+        if rule.amount == "profile_base_credit"
+        else profile.retirement_pension_fen
+    )
     if figure is None:
         name = "retiree_base_credit_fen" if rule.amount == "profile_base_credit" else "retirement_pension_fen"
         raise Rejection(Code.NOT_ELIGIBLE, f"the member profile has no {name}", "member_id")
@@ -106,9 +119,13 @@ def _retiree_credit(
     key = f"retiree:{request.period}"
     if key in view.periods:
         raise Rejection(Code.DUPLICATE_PERIOD, "period already credited", "period")
-    rule = next((r for r in policy.accounts.retiree_credits if _rule_matches(r, profile, request.period)), None)
+    rule = next(
+        (r for r in policy.accounts.retiree_credits if _rule_matches(r, profile, request.period)), None
+    )
     if rule is None:
-        raise Rejection(Code.NOT_ELIGIBLE, "no retiree credit rule applies to this member and period", "period")
+        raise Rejection(
+            Code.NOT_ELIGIBLE, "no retiree credit rule applies to this member and period", "period"
+        )
     amount = _retiree_amount(rule, profile, request)
     ledger = view.ledger.with_balance(view.ledger.balance + amount)
     return _credited(request, "retiree", amount, ledger, request.period), ledger, key
@@ -166,7 +183,7 @@ def _payment(
     if request.amount_fen > view.ledger.balance:
         raise Rejection(Code.INSUFFICIENT_BALANCE, "balance is insufficient", "amount_fen")
     ledger = view.ledger.with_balance(view.ledger.balance - request.amount_fen)
-    event = AccountDebited.model_construct(
+    event = AccountDebited.build(
         schema_version=1,
         type="account.debited",
         event_id=f"{request.request_id}:debited",
@@ -192,7 +209,7 @@ def _close(
         disposition = spec.without_heirs
     amount = view.ledger.balance
     ledger = view.ledger.with_balance(0, closed=True)
-    event = AccountClosedEvent.model_construct(
+    event = AccountClosedEvent.build(
         schema_version=1,
         type="account.closed",
         event_id=f"{request.request_id}:closed",
@@ -215,15 +232,17 @@ _HANDLERS = {
 }
 
 
-def account_rejection(request_id: str, member_id: str | None, request_type: str, error: Rejection, event_id: str) -> AccountRequestRejected:
-    return AccountRequestRejected.model_construct(
+def account_rejection(
+    request_id: str, member_id: str | None, request_type: str, error: Rejection, event_id: str
+) -> AccountRequestRejected:
+    return AccountRequestRejected.build(
         schema_version=1,
         type="account.request_rejected",
         event_id=event_id,
         request_id=request_id,
         member_id=member_id,
         request_type=request_type,
-        reasons=[Reason.model_construct(code=str(error.code), message=error.message, field=error.field)],
+        reasons=[Reason.build(code=str(error.code), message=error.message, field=error.field)],
     )
 
 
@@ -235,17 +254,27 @@ def decide_account(request: AccountMessage, view: MemberView, ctx: Context) -> D
     try:
         profile = view.profile
         if profile is None:
-            raise Rejection(Code.UNKNOWN_MEMBER, f"member {request.member_id} is not in the registry", "member_id")
+            raise Rejection(
+                Code.UNKNOWN_MEMBER, f"member {request.member_id} is not in the registry", "member_id"
+            )
         day = _policy_day(request)
         policy = ctx.policies.find(profile.city, day)
         if policy is None:
-            raise Rejection(Code.NO_POLICY_IN_FORCE, f"no policy of {profile.city} is in force on {day}", None)
+            raise Rejection(
+                Code.NO_POLICY_IN_FORCE, f"no policy of {profile.city} is in force on {day}", None
+            )
         if view.ledger.closed:
             raise Rejection(Code.ACCOUNT_CLOSED, f"the account of {request.member_id} is closed", "member_id")
         event, ledger, period = _HANDLERS[request.type](request, profile, policy, view)  # type: ignore[operator]
     except Rejection as error:
         rejected = account_rejection(
-            request.request_id, request.member_id, request.type, error, f"{request.request_id}:request_rejected"
+            request.request_id,
+            request.member_id,
+            request.type,
+            error,
+            f"{request.request_id}:request_rejected",
         )
-        return Decision([rejected], Effect(answer=rejected))
-    return Decision([event], Effect(ledger=ledger, answer=event, period=period))
+        answer = emit(rejected)
+        return Decision([answer], Effect(answer=(request.request_id, answer)))
+    answer = emit(event)
+    return Decision([answer], Effect(ledger=ledger, answer=(request.request_id, answer), period=period))

@@ -3,13 +3,25 @@ the account split (§8.1), and reversals (§7)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import orjson
+from pydantic import BaseModel
+
 from contracts.inbound import ClaimReversalRequested, ClaimSubmitted, FacilityRegistered, MemberProfile
-from contracts.outbound import AccumulatorsAfter, ClaimRejected, ClaimReversed, ClaimSettled, Outbound, Reason
+from contracts.outbound import (
+    ClaimRejected,
+    ClaimRequestType,
+    ClaimReversed,
+    ClaimSettled,
+    FundExclusion,
+    Reason,
+)
 from contracts.types import china_date
+from contracts.wire import Emitted, emit
 from worker.domain.errors import Code, Rejection
 from worker.domain.policy import Policy, PolicyBook
 from worker.domain.pooling import LineSplit, Pooling, pool_claim, split_lines
@@ -30,22 +42,38 @@ class Context:
 class Decision:
     """The events that answer one message, and the state change to apply with them."""
 
-    events: list[Outbound]
+    events: list[Emitted]
     effect: Effect | None = None
 
 
+def _model_fields(value: object) -> dict[str, object]:
+    if isinstance(value, BaseModel):
+        return value.__dict__
+    raise TypeError(type(value).__name__)
+
+
 def fingerprint(claim: ClaimSubmitted) -> str:
-    """Content identity of a claim for §7.2: every field after defaults except `submitted_at`."""
-    canonical = claim.model_dump_json(exclude={"submitted_at"})
-    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
+    """Content identity of a claim for §7.2: every field after defaults except `submitted_at`.
+
+    Field order is the model's, so equal content gives equal bytes whatever the key order on the wire.
+    """
+    fields = dict(claim.__dict__)
+    del fields["submitted_at"]
+    canonical = orjson.dumps(fields, default=_model_fields, option=orjson.OPT_PASSTHROUGH_DATACLASS)
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
 def rejection_event(
-    request_type: str, claim_id: str, member_id: str | None, error: Rejection, digest: str, now: str
+    request_type: ClaimRequestType,
+    claim_id: str,
+    member_id: str | None,
+    error: Rejection,
+    digest: str,
+    now: str,
 ) -> ClaimRejected:
     """`event_id` = claim, request kind, code and a digest of the request: stable across redelivery."""
     kind = request_type.removeprefix("claim.")
-    return ClaimRejected.model_construct(
+    return ClaimRejected.build(
         schema_version=1,
         type="claim.rejected",
         event_id=f"{claim_id}:rejected:{kind}:{error.code}:{digest[:12]}",
@@ -53,7 +81,7 @@ def rejection_event(
         claim_id=claim_id,
         member_id=member_id,
         rejected_at=now,
-        reasons=[Reason.model_construct(code=str(error.code), message=error.message, field=error.field)],
+        reasons=[Reason.build(code=str(error.code), message=error.message, field=error.field)],
     )
 
 
@@ -65,7 +93,7 @@ def _reject(message: ClaimSubmitted | ClaimReversalRequested, error: Rejection, 
     event = rejection_event(
         message.type, message.claim_id, message.member_id, error, _request_digest(message), ctx.now
     )
-    return Decision([event])
+    return Decision([emit(event)])
 
 
 def _facility(ctx: Context, facility_id: str, field: str) -> FacilityRegistered:
@@ -87,7 +115,7 @@ def _accept(claim: ClaimSubmitted, view: MemberView, ctx: Context) -> tuple[Memb
         raise Rejection(
             Code.FACILITY_NOT_DESIGNATED, f"facility {claim.facility_id} is not designated", "facility_id"
         )
-    if claim.service_date > china_date(claim.submitted_at):  # type: ignore[arg-type]
+    if claim.service_date > china_date(claim.submitted_at):
         raise Rejection(
             Code.SERVICE_DATE_IN_FUTURE,
             "service_date is after the submission date (UTC+08:00)",
@@ -108,9 +136,7 @@ def _pricing(claim: ClaimSubmitted, ctx: Context) -> tuple[FacilityRegistered, F
     facility = ctx.facilities[claim.facility_id]
     if facility.kind == "medical":
         return facility, facility
-    prescriber = (
-        ctx.facilities.get(claim.prescribing_facility_id) if claim.prescribing_facility_id else None
-    )
+    prescriber = ctx.facilities.get(claim.prescribing_facility_id) if claim.prescribing_facility_id else None
     if prescriber is None or prescriber.kind != "medical" or not prescriber.designated:
         return facility, None
     return facility, prescriber
@@ -122,11 +148,11 @@ def fund_exclusions(
     facility: FacilityRegistered,
     pricing: FacilityRegistered | None,
     policy: Policy,
-) -> list[str]:
+) -> list[FundExclusion]:
     """Every whole-claim fund exclusion that applies, in the order of rules §5."""
-    found: list[str] = []
+    found: list[FundExclusion] = []
     day = claim.service_date
-    checks = (
+    checks: tuple[tuple[FundExclusion, bool], ...] = (
         ("BENEFITS_SUSPENDED", profile.benefits_suspended),
         ("INPATIENT_STAY", claim.inpatient_stay),
         ("LIABILITY_OTHER_PARTY", claim.liability is not None),
@@ -147,19 +173,22 @@ def fund_exclusions(
     return found
 
 
-def _accumulators_after(year: int, acc: Accumulators, cap: int | None) -> AccumulatorsAfter:
-    return AccumulatorsAfter.model_construct(
-        year=year,
-        counted_fen=acc.counted,
-        capped_fund_fen=acc.capped_fund,
-        fund_fen=acc.fund,
-        incentive_fund_fen=acc.incentive_fund,
-        claims=acc.claims,
-        cap_fen=cap,
-    )
+def _accumulators_after(year: int, acc: Accumulators, cap: int | None) -> dict[str, int | None]:
+    """Wire form of contracts.outbound.AccumulatorsAfter."""
+    return {
+        "year": year,
+        "counted_fen": acc.counted,
+        "capped_fund_fen": acc.capped_fund,
+        "fund_fen": acc.fund,
+        "incentive_fund_fen": acc.incentive_fund,
+        "claims": acc.claims,
+        "cap_fen": cap,
+    }
 
 
-def _account_pay(claim: ClaimSubmitted, split: LineSplit, member_share: int, view: MemberView, policy: Policy) -> int:
+def _account_pay(
+    claim: ClaimSubmitted, split: LineSplit, member_share: int, view: MemberView, policy: Policy
+) -> int:
     """Rules §8.1: what the personal account pays of the member's share."""
     ledger = view.ledger
     if claim.channel != "pos" or not claim.use_account or ledger.closed or ledger.balance <= 0:
@@ -211,7 +240,7 @@ def settle(claim: ClaimSubmitted, view: MemberView, ctx: Context) -> Decision:
     member_share = split.total - pool.fund_pay
     account_pay = _account_pay(claim, split, member_share, view, policy)
     balance_after = view.ledger.balance - account_pay
-    event = ClaimSettled.model_construct(
+    event = ClaimSettled.build(
         schema_version=1,
         type="claim.settled",
         event_id=f"{claim.claim_id}:settled",
@@ -242,6 +271,7 @@ def settle(claim: ClaimSubmitted, view: MemberView, ctx: Context) -> Decision:
         segments=pool.segments,
         accumulators_after=_accumulators_after(year, after, table.cap_fen),
     )
+    settled = emit(event)
     record = ClaimRecord(
         claim_id=claim.claim_id,
         member_id=claim.member_id,
@@ -249,10 +279,12 @@ def settle(claim: ClaimSubmitted, view: MemberView, ctx: Context) -> Decision:
         year=year,
         delta=pool.delta if pool.delta.claims else Accumulators(),
         account_pay=account_pay,
-        settled=event,
+        fund_pay=pool.fund_pay,
+        cap_fen=table.cap_fen,
+        settled=settled,
     )
     ledger = view.ledger.with_year(year, after, balance_after)
-    return Decision([event], Effect(ledger=ledger, claim=record))
+    return Decision([settled], Effect(ledger=ledger, claim=record))
 
 
 def reverse(request: ClaimReversalRequested, view: MemberView, ctx: Context) -> Decision:
@@ -279,27 +311,20 @@ def reverse(request: ClaimReversalRequested, view: MemberView, ctx: Context) -> 
         return Decision([record.reversed])
     after = view.ledger.year(record.year).plus(record.delta, -1)
     balance = view.ledger.balance + record.account_pay
-    settled = record.settled
-    event = ClaimReversed.model_construct(
+    event = ClaimReversed.build(
         schema_version=1,
         type="claim.reversed",
         event_id=f"{request.claim_id}:reversed",
         claim_id=request.claim_id,
         member_id=request.member_id,
         reversed_at=ctx.now,
-        fund_pay_fen=settled.fund_pay_fen,
+        fund_pay_fen=record.fund_pay,
         account_pay_fen=record.account_pay,
         account_balance_after_fen=balance,
-        accumulators_after=_accumulators_after(record.year, after, settled.accumulators_after.cap_fen),
+        accumulators_after=_accumulators_after(record.year, after, record.cap_fen),
     )
-    updated = ClaimRecord(
-        record.claim_id,
-        record.member_id,
-        record.fingerprint,
-        record.year,
-        record.delta,
-        record.account_pay,
-        record.settled,
-        event,
+    reversed_ = emit(event)
+    updated = dataclasses.replace(record, reversed=reversed_)
+    return Decision(
+        [reversed_], Effect(ledger=view.ledger.with_year(record.year, after, balance), claim=updated)
     )
-    return Decision([event], Effect(ledger=view.ledger.with_year(record.year, after, balance), claim=updated))

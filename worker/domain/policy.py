@@ -8,6 +8,7 @@ message naming the file and the field. A new city is one new file; no code branc
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import tomllib
 from collections.abc import Iterable
 from decimal import Decimal
@@ -172,9 +173,9 @@ class Policy(_Data):
         missing = [c for c in TREATMENT_CLASSES if c not in self.class_tables]
         if missing:
             raise ValueError(f"class_tables: no table for class {', '.join(missing)}")
-        for cls, table in self.class_tables.items():
-            if table not in self.tables:
-                raise ValueError(f"class_tables.{cls}: unknown table '{table}'")
+        for cls, table_name in self.class_tables.items():
+            if table_name not in self.tables:
+                raise ValueError(f"class_tables.{cls}: unknown table '{table_name}'")
         bands = set(self.band.values.values())
         for name, table in self.tables.items():
             for index, seg in enumerate(table.segments):
@@ -211,7 +212,7 @@ class PolicyBook:
             by_city.setdefault(policy.city, []).append(policy)
         for city, versions in by_city.items():
             versions.sort(key=lambda p: p.valid_from)
-            for before, after in zip(versions, versions[1:], strict=False):
+            for before, after in itertools.pairwise(versions):
                 if before.valid_to is None or before.valid_to >= after.valid_from:
                     raise PolicyError(f"{city}: versions {before.id} and {after.id} overlap")
         self._by_city = by_city

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from contracts.inbound import ClaimLine
-from contracts.outbound import Segment
+from contracts.outbound import FundLimit
 from worker.domain.money import BP_SCALE, rhu
 from worker.domain.policy import Policy, TableSpec
 from worker.domain.state import Accumulators
@@ -64,8 +64,8 @@ class Pooling:
     fund_uncapped: int = 0
     fund_uncounted: int = 0
     deductible: int = 0
-    limits: list[str] = field(default_factory=list)
-    segments: list[Segment] = field(default_factory=list)
+    limits: list[FundLimit] = field(default_factory=list)
+    segments: list[dict[str, int | bool | None]] = field(default_factory=list)
     delta: Accumulators = field(default_factory=Accumulators)
 
 
@@ -85,14 +85,14 @@ def _walk(table: TableSpec, band: str, start: int, length: int, pool: Pooling) -
         numerator += part * ratio
         if seg.deductible:
             pool.deductible += part
-        pool.segments.append(
-            Segment.model_construct(
-                lower_fen=seg.lower_fen,
-                upper_fen=seg.upper_fen,
-                ratio_bp=ratio,
-                deductible=seg.deductible,
-                amount_fen=part,
-            )
+        pool.segments.append(  # wire form of contracts.outbound.Segment
+            {
+                "lower_fen": seg.lower_fen,
+                "upper_fen": seg.upper_fen,
+                "ratio_bp": ratio,
+                "deductible": seg.deductible,
+                "amount_fen": part,
+            }
         )
     last_upper = table.segments[-1].upper_fen
     return numerator, last_upper is not None and end > last_upper

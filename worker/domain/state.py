@@ -12,16 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.inbound import MemberProfile
-from contracts.outbound import (
-    AccountClosedEvent,
-    AccountCredited,
-    AccountDebited,
-    AccountRequestRejected,
-    ClaimReversed,
-    ClaimSettled,
-)
-
-AccountAnswer = AccountCredited | AccountDebited | AccountClosedEvent | AccountRequestRejected
+from contracts.wire import Emitted
 
 
 @dataclass(slots=True)
@@ -105,7 +96,11 @@ class Ledger:
 
 @dataclass(slots=True)
 class ClaimRecord:
-    """What a settled claim did, kept for duplicates (§7.2) and reversals (§7)."""
+    """What a settled claim did, kept for duplicates (§7.2) and reversals (§7).
+
+    Only the facts a reversal needs, plus the answers in wire form: a record stays small, because a
+    member's records are kept for years.
+    """
 
     claim_id: str
     member_id: str
@@ -113,8 +108,39 @@ class ClaimRecord:
     year: int
     delta: Accumulators
     account_pay: int
-    settled: ClaimSettled
-    reversed: ClaimReversed | None = None
+    fund_pay: int
+    cap_fen: int | None
+    settled: Emitted
+    reversed: Emitted | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "member": self.member_id,
+            "fp": self.fingerprint,
+            "year": self.year,
+            "delta": self.delta.to_list(),
+            "account_pay": self.account_pay,
+            "fund_pay": self.fund_pay,
+            "cap": self.cap_fen,
+            "settled": self.settled.data.decode(),
+            "reversed": self.reversed.data.decode() if self.reversed else None,
+        }
+
+    @classmethod
+    def from_dict(cls, claim_id: str, data: dict[str, Any]) -> ClaimRecord:
+        reversed_ = data["reversed"]
+        return cls(
+            claim_id,
+            data["member"],
+            data["fp"],
+            data["year"],
+            Accumulators.from_list(data["delta"]),
+            data["account_pay"],
+            data["fund_pay"],
+            data["cap"],
+            Emitted("claim.settled", data["settled"].encode()),
+            Emitted("claim.reversed", reversed_.encode()) if reversed_ is not None else None,
+        )
 
 
 @dataclass(slots=True)
@@ -123,7 +149,7 @@ class Effect:
 
     ledger: Ledger | None = None
     claim: ClaimRecord | None = None
-    answer: AccountAnswer | None = None
+    answer: tuple[str, Emitted] | None = None  # (request_id, the answer kept for it)
     period: str | None = None
 
 
@@ -141,7 +167,7 @@ class MemberView:
     ledger: Ledger
     claims: dict[str, ClaimRecord]
     claim_owners: dict[str, str]
-    answers: dict[str, AccountAnswer]
+    answers: dict[str, Emitted]
     periods: set[str]
     version: int = 0
 
@@ -153,6 +179,7 @@ class MemberView:
             self.claims[effect.claim.claim_id] = effect.claim
             self.claim_owners[effect.claim.claim_id] = self.member_id
         if effect.answer is not None:
-            self.answers[effect.answer.request_id] = effect.answer
+            request_id, answer = effect.answer
+            self.answers[request_id] = answer
         if effect.period is not None:
             self.periods.add(effect.period)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from contracts.inbound import FacilityRegistered, MemberProfile
+from contracts.outbound import Treatment
 from worker.domain.policy import Policy
 
 
@@ -26,7 +27,7 @@ def age70_from(profile: MemberProfile) -> dt.date:
     return first_of_next_month(dt.date(birth.year + 70, birth.month, 1))
 
 
-def treatment_class(profile: MemberProfile, day: dt.date, policy: Policy) -> str:
+def treatment_class(profile: MemberProfile, day: dt.date, policy: Policy) -> Treatment:
     """`pre1949`, `retired_70plus`, `retired` or `employed` on `day` (rules §2)."""
     if profile.pre1949_worker:
         return "pre1949"

@@ -1,0 +1,48 @@
+# Every target creates .venv in the repository root and installs what it needs itself.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit integration check-examples schemas bench bench-replay clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m worker.demo
+
+test: $(STAMP) lint typecheck
+	$(PY) -m contracts.export --check
+	$(PY) -m pytest -q
+
+unit: $(STAMP)
+	$(PY) -m pytest -q -m "not integration"
+
+integration: $(STAMP)
+	$(PY) -m pytest -q -m integration
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+check-examples: $(STAMP)
+	../shared/tools/check-examples $(PY)
+
+schemas: $(STAMP)
+	$(PY) -m contracts.export
+
+bench-replay: $(STAMP)
+	$(PY) -m worker.bench.replay_bench
+
+bench: $(STAMP)
+	$(PY) -m worker bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .demo .bench

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.builders import NANCHANG_FACILITIES, NANJING_FACILITIES, raw
+from worker.domain.policy import PolicyBook, load_policies
+from worker.replay import Replayer
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+EXAMPLES = SHARED / "spec" / "examples"
+
+
+@pytest.fixture(scope="session")
+def policies() -> PolicyBook:
+    return load_policies()
+
+
+class Harness:
+    """Feeds wire dicts (or raw bytes) through replay and returns the decoded outbound events."""
+
+    def __init__(self, policies: PolicyBook) -> None:
+        self.replayer = Replayer(policies)
+        self.send(*NANCHANG_FACILITIES, *NANJING_FACILITIES)
+
+    def send(self, *messages: dict[str, Any] | bytes) -> list[dict[str, Any]]:
+        out = io.BytesIO()
+        lines = [m if isinstance(m, bytes) else raw(m) for m in messages]
+        self.replayer.run(lines, out)
+        return [orjson.loads(x) for x in out.getvalue().splitlines()]
+
+    def one(self, message: dict[str, Any] | bytes) -> dict[str, Any]:
+        events = self.send(message)
+        assert len(events) == 1, events
+        return events[0]
+
+
+@pytest.fixture
+def harness(policies: PolicyBook) -> Harness:
+    return Harness(policies)
+
+
+def load_compare() -> Any:
+    """The spec's own comparison (../shared/tools/compare.py), imported as a module."""
+    sys.path.insert(0, str(SHARED / "tools"))
+    try:
+        import compare
+    finally:
+        sys.path.pop(0)
+    return compare
