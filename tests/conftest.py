@@ -54,3 +54,38 @@ def load_compare() -> Any:
     finally:
         sys.path.pop(0)
     return compare
+
+
+# ---------------------------------------------------------------- Redis (private redis-server)
+
+from collections.abc import AsyncIterator, Iterator  # noqa: E402
+
+import pytest_asyncio  # noqa: E402
+
+from worker.adapters.redis_client import connect  # noqa: E402
+from worker.adapters.redis_store import RedisStore  # noqa: E402
+from worker.local.services import RedisService, start_redis  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_service() -> Iterator[RedisService]:
+    service = start_redis(use_env=False)
+    yield service
+    service.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_service() -> Iterator[RedisService]:
+    service = start_redis(cluster=True)
+    yield service
+    service.close()
+
+
+@pytest_asyncio.fixture
+async def redis_store(redis_service: RedisService) -> AsyncIterator[RedisStore]:
+    client = connect(redis_service.url, cluster=False)
+    await client.flushall()
+    store = RedisStore(client, answer_ttl_seconds=3600)
+    await store.load_scripts()
+    yield store
+    await client.aclose()

@@ -35,6 +35,16 @@ from worker.domain.treatment import retiree_from, treatment_class
 AccountAnswer = AccountCredited | AccountDebited | AccountClosedEvent | AccountRequestRejected
 
 
+def period_key(request: AccountMessage) -> str | None:
+    """The credited-period marker a request checks (§8.2): regular contributions and retiree
+    credits are tracked apart; back-pay and other requests have none."""
+    if isinstance(request, ContributionPosted) and request.kind == "regular":
+        return f"contribution:{request.period}"
+    if isinstance(request, RetireeCreditDue):
+        return f"retiree:{request.period}"
+    return None
+
+
 def _policy_day(request: AccountMessage) -> dt.date:
     """The date that selects the policy version of an account request (contracts.md §Accounts)."""
     if isinstance(request, ContributionPosted | RetireeCreditDue):
@@ -69,7 +79,7 @@ def _contribution(
     if request.kind == "regular":
         if treatment_class(profile, period_start(request.period), policy) != "employed":
             raise Rejection(Code.NOT_ELIGIBLE, "member is not employed on the period's first day", "period")
-        key = f"contribution:{request.period}"
+        key = period_key(request)
         if key in view.periods:
             raise Rejection(Code.DUPLICATE_PERIOD, "period already credited", "period")
         rate, cause = policy.accounts.contribution_rate, "contribution"
@@ -116,7 +126,7 @@ def _retiree_credit(
     since = retiree_from(profile)
     if not profile.pre1949_worker and (since is None or period_start(request.period) < since):
         raise Rejection(Code.NOT_ELIGIBLE, "member is not retired on the period's first day", "period")
-    key = f"retiree:{request.period}"
+    key = period_key(request)
     if key in view.periods:
         raise Rejection(Code.DUPLICATE_PERIOD, "period already credited", "period")
     rule = next(

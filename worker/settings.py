@@ -1,0 +1,47 @@
+"""The worker's one settings class, read from the environment (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """`KAFKA_BOOTSTRAP_SERVERS` and `REDIS_URL` keep their conventional names; everything else is
+    prefixed `WORKER_` (e.g. `WORKER_PARTITIONS=24`)."""
+
+    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
+
+    kafka_bootstrap_servers: str = Field("localhost:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
+    redis_url: str = Field("redis://localhost:6379/0", validation_alias="REDIS_URL")
+    redis_cluster: bool = False
+    """Connect with the Redis Cluster client (keys are hash-tagged by member either way)."""
+
+    topic_claims: str = "claims.inbound"
+    topic_accounts: str = "accounts.inbound"
+    topic_profiles: str = "members.profiles"
+    topic_facilities: str = "facilities.registry"
+    topic_settled: str = "claims.settled"
+    topic_rejected: str = "claims.rejected"
+    topic_ledger: str = "accounts.ledger"
+    topic_dlq: str = "claims.dlq"
+
+    consumer_group: str = "claims-worker"
+    partitions: int = Field(12, ge=1)
+    """Partition count for topics the worker creates (existing topics are left as they are)."""
+    replication_factor: int = Field(1, ge=1)
+    create_topics: bool = True
+
+    batch_size: int = Field(500, ge=1)
+    """Most records handled (and committed) together."""
+    batch_timeout_ms: int = Field(20, ge=0)
+    """How long a poll waits to fill a batch."""
+    answer_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    """How long each message's answer is kept for redelivery (well beyond any commit delay)."""
+    retry_max_seconds: float = Field(30.0, gt=0)
+    """Longest back-off between attempts while Redis or Kafka is failing."""
+    graceful_timeout_seconds: float = Field(30.0, gt=0)
+    producer_linger_ms: int = Field(2, ge=0)
+    producer_idempotence: bool = False
+    """Turn on with Apache Kafka; the local test broker does not support it."""
+    log_level: str = "INFO"
