@@ -45,3 +45,6 @@ class Settings(BaseSettings):
     producer_idempotence: bool = False
     """Turn on with Apache Kafka; the local test broker does not support it."""
     log_level: str = "INFO"
+    fault_crash_before_commit: bool = False
+    """Fault injection for the redelivery test: die (SIGKILL) after publishing a batch's answers and
+    before committing its offsets. Never set in production."""

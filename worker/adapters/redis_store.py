@@ -224,7 +224,9 @@ class RedisStore:
         index = [(p.member_id, claim_owner_key(c)) for p in plans for c in p.new_claim_ids]
         index += [(p.member_id, request_owner_key(r)) for p in plans for r in p.new_request_ids]
         if index:
-            calls: list[Call] = [("set", (key, member_id), {"nx": True, "get": True}) for member_id, key in index]
+            calls: list[Call] = [
+                ("set", (key, member_id), {"nx": True, "get": True}) for member_id, key in index
+            ]
             for (member_id, _), previous in zip(index, await self._batch(calls), strict=True):
                 if previous is not None and previous.decode() != member_id:
                     conflicts.add(member_id)

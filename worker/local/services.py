@@ -184,7 +184,8 @@ def _redis_process(folder: str, port: int, *extra: str) -> subprocess.Popen[byte
     )
 
 
-def start_redis(cluster: bool = False, use_env: bool = True) -> RedisService:
+def start_redis(cluster: bool = False, use_env: bool = True, persistent: bool = False) -> RedisService:
+    """`persistent` keeps an append-only file, so that a restarted server has its data back."""
     existing = os.environ.get("REDIS_URL") if use_env else None
     if existing and not cluster:
         return RedisService(existing, False, Started())
@@ -194,7 +195,8 @@ def start_redis(cluster: bool = False, use_env: bool = True) -> RedisService:
     try:
         if not cluster:
             port = free_port()
-            started.processes.append(_redis_process(folder, port))
+            extra = ("--appendonly", "yes", "--appendfsync", "always") if persistent else ()
+            started.processes.append(_redis_process(folder, port, *extra))
             wait_for_port(port, process=started.processes[-1])
             return RedisService(f"redis://127.0.0.1:{port}/0", False, started, [port])
         ports = [free_port(below=45000) for _ in range(3)]

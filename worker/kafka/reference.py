@@ -1,0 +1,157 @@
+"""Reference data: member profiles into Redis, facilities into this process, from compacted topics.
+
+Every worker reads both topics whole (no consumer group): first up to their end offsets before any
+claim is consumed (`bootstrap`), then it keeps following them (`follow`). Profiles are written to
+Redis newest-offset-wins, so workers replaying the topic never write an older profile over a newer
+one. Invalid reference data changes nothing and is dead-lettered once (a Redis marker picks the
+worker that publishes it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from contracts.inbound import FacilityRegistered, MemberProfile
+from contracts.wire import emit
+from worker.adapters.redis_store import RedisStore
+from worker.intake import Source, dead_letter, decode
+from worker.kafka.publisher import Publisher
+from worker.settings import Settings
+from worker.settlement import Outgoing
+
+log = logging.getLogger("worker.reference")
+
+
+class ReferenceFeed:
+    def __init__(
+        self,
+        settings: Settings,
+        store: RedisStore,
+        facilities: dict[str, FacilityRegistered],
+        publisher: Publisher,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.facilities = facilities
+        self.publisher = publisher
+        self.topics = (settings.topic_profiles, settings.topic_facilities)
+        self.consumer: AIOKafkaConsumer | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.loaded = 0
+
+    async def bootstrap(self, limit_seconds: float = 300.0) -> None:
+        """Load both topics up to their end offsets, then until a poll finds nothing more."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id="claims-worker-reference",
+        )
+        await consumer.start()
+        self.consumer = consumer
+        await consumer.topics()  # fetch metadata
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in self.topics
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        deadline = asyncio.get_running_loop().time() + limit_seconds
+        while True:
+            got = await self._poll(1000)
+            behind = [tp for tp in partitions if await consumer.position(tp) < ends[tp]]
+            if not behind and not got:
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(
+                    f"reference data not loaded after {limit_seconds:.0f} s ({len(behind)} partitions behind)"
+                )
+
+    def follow(self) -> None:
+        self.task = asyncio.create_task(self._follow(), name="reference-feed")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+    async def _follow(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._poll(1000)
+                delay = 0.5
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep following; a position is only advanced once applied
+                log.exception("reference feed failed; retrying in %.1f s", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_seconds)
+
+    async def _poll(self, timeout_ms: int) -> int:
+        assert self.consumer is not None
+        batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=5000)
+        count = 0
+        for tp, records in batches.items():
+            try:
+                await self._apply(records)
+            except Exception:
+                self.consumer.seek(tp, records[0].offset)  # apply again from the first record
+                raise
+            count += len(records)
+        self.loaded += count
+        return count
+
+    async def _apply(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        profiles: list[tuple[str, int, bytes]] = []
+        invalid: list[tuple[Source, Outgoing]] = []
+        for record in records:
+            source = Source(record.topic, record.partition, record.offset)
+            if record.value is None:  # a tombstone deletes the entry of its key
+                key = (record.key or b"").decode(errors="replace")
+                if record.topic == self.settings.topic_profiles:
+                    profiles.append((key, record.offset, b""))
+                else:
+                    self.facilities.pop(key, None)
+                continue
+            message = decode(record.value, source, "").message
+            if isinstance(message, MemberProfile) and record.topic == self.settings.topic_profiles:
+                profiles.append((message.member_id, record.offset, record.value))
+            elif isinstance(message, FacilityRegistered) and record.topic == self.settings.topic_facilities:
+                self.facilities[message.facility_id] = message
+            else:
+                invalid.append((source, self._dead_letter(record, source, message is None)))
+        await self.store.put_profiles(profiles)
+        if invalid:
+            await self._publish_once(invalid)
+
+    def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], source: Source, undecodable: bool
+    ) -> Outgoing:
+        value = record.value or b""
+        if undecodable:
+            event = decode(value, source, "").events[0]
+            if event.type != "dead_letter":  # a claim-shaped rejection is no answer for reference data
+                event = emit(dead_letter(value, source, "invalid reference data"))
+        else:
+            event = emit(dead_letter(value, source, f"not reference data for {record.topic}"))
+        return Outgoing(record.key, event)
+
+    async def _publish_once(self, invalid: list[tuple[Source, Outgoing]]) -> None:
+        """Every worker reads the reference topics: the first to mark a record dead-letters it."""
+        ours = []
+        for source, outgoing in invalid:
+            marker = f"dead-lettered:{source.topic}:{source.partition}:{source.offset}"
+            if await self.store.redis.set(marker, b"1", nx=True, ex=self.settings.answer_ttl_seconds):
+                ours.append(outgoing)
+        await self.publisher.publish(ours)
