@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     """Most records handled (and committed) together."""
     batch_timeout_ms: int = Field(20, ge=0)
     """How long a poll waits to fill a batch."""
+    fetch_max_wait_ms: int = Field(20, ge=0)
+    """How long the broker may hold a fetch for more data (Kafka's default 500 ms adds latency)."""
     answer_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
     """How long each message's answer is kept for redelivery (well beyond any commit delay)."""
     retry_max_seconds: float = Field(30.0, gt=0)

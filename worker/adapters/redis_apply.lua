@@ -1,25 +1,54 @@
--- Apply one member's decided effects atomically, only if the member is still at the version the
--- decisions were computed from (compare-and-set; every key is in the member's hash slot).
--- KEYS[1]   the member's ledger hash {v = version, d = ledger JSON}
--- KEYS[2..] string keys to write: first the message-answer keys (with expiry), then the others
--- ARGV[1] expected version; ARGV[2] new ledger JSON or ''; ARGV[3] expiry of message answers (s);
--- ARGV[4] how many of KEYS[2..] are message answers; ARGV[5..] the values, in KEYS[2..] order
-local version = redis.call('HGET', KEYS[1], 'v') or '0'
-if version ~= ARGV[1] then
-  return -1
-end
-local next_version = tonumber(version) + 1
-if ARGV[2] ~= '' then
-  redis.call('HSET', KEYS[1], 'v', next_version, 'd', ARGV[2])
-else
-  redis.call('HSET', KEYS[1], 'v', next_version)
-end
-local answers = tonumber(ARGV[4])
-for i = 2, #KEYS do
-  if i - 1 <= answers then
-    redis.call('SET', KEYS[i], ARGV[i + 3], 'EX', ARGV[3])
+-- Apply each member's decided effects atomically, only if the member is still at the version the
+-- decisions were computed from, and only if the claim/request ids it takes are free or its own.
+-- ARGV[1] expiry of message answers (s); ARGV[2] number of members; then per member a header
+--   member id, expected version, ledger JSON or '', #index keys, #answer keys, #other keys
+-- followed by the values of its answer keys and other keys.
+-- KEYS per member: ledger hash, index keys (global owner indexes; only when on this node),
+--   message-answer keys (written with expiry), other keys (claims, request answers, periods).
+-- Returns per member: the new version, -1 (its state moved on) or -2 (an id belongs to another member).
+local ttl = ARGV[1]
+local members = tonumber(ARGV[2])
+local a = 3
+local k = 1
+local result = {}
+for m = 1, members do
+  local member, expected, ledger = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local n_index, n_answers, n_other = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  a = a + 6
+  local ledger_key = KEYS[k]
+  k = k + 1
+  local status = nil
+  local version = redis.call('HGET', ledger_key, 'v') or '0'
+  if version ~= expected then
+    status = -1
   else
-    redis.call('SET', KEYS[i], ARGV[i + 3])
+    for i = k, k + n_index - 1 do
+      local owner = redis.call('GET', KEYS[i])
+      if owner and owner ~= member then
+        status = -2
+      end
+    end
   end
+  if status == nil then
+    for i = k, k + n_index - 1 do
+      redis.call('SET', KEYS[i], member)
+    end
+    status = tonumber(version) + 1
+    if ledger ~= '' then
+      redis.call('HSET', ledger_key, 'v', status, 'd', ledger)
+    else
+      redis.call('HSET', ledger_key, 'v', status)
+    end
+    local first = k + n_index
+    for i = 0, n_answers - 1 do
+      redis.call('SET', KEYS[first + i], ARGV[a + i], 'EX', ttl)
+    end
+    for i = 0, n_other - 1 do
+      redis.call('SET', KEYS[first + n_answers + i], ARGV[a + n_answers + i])
+    end
+  end
+  result[m] = status
+  k = k + n_index + n_answers + n_other
+  a = a + n_answers + n_other
 end
-return next_version
+return result

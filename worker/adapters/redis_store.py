@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
 from contracts.inbound import MemberProfile
@@ -134,32 +135,62 @@ class RedisStore:
 
     # ---------------------------------------------------------------- reads
 
+    def _groups(self, member_ids: Iterable[str]) -> list[list[str]]:
+        """Members one script call may cover: all of them on a single Redis; on a cluster, those whose
+        keys share a slot (a script may only touch one slot there)."""
+        if not self.cluster:
+            return [list(member_ids)]
+        by_slot: dict[int, list[str]] = {}
+        for member_id in member_ids:
+            by_slot.setdefault(key_slot(member_key(member_id, "ledger").encode()), []).append(member_id)
+        return list(by_slot.values())
+
     async def load(self, wants: Mapping[str, Wants]) -> dict[str, Loaded]:
+        """One consistent read per script call: ledgers, profiles, stored answers, records, periods and
+        (on a single Redis, in the same call) the global owner indexes of the ids asked about."""
+        groups = self._groups(wants)
         calls: list[Call] = []
-        owner_keys: list[str] = []
-        for member_id, want in wants.items():
-            keys = [member_key(member_id, "ledger"), member_key(member_id, "profile")]
-            keys += [source_key(member_id, s) for s in want.sources]
-            keys += [member_key(member_id, "claim", c) for c in want.claim_ids]
-            keys += [member_key(member_id, "answer", r) for r in want.request_ids]
-            keys += [member_key(member_id, "period", k) for k in want.period_keys]
-            calls.append(("evalsha", (self._sha["load"], len(keys), *keys), {}))
-            owner_keys += [claim_owner_key(c) for c in want.claim_ids]
-            owner_keys += [request_owner_key(r) for r in want.request_ids]
-        if owner_keys:  # the global indexes live in other slots: MGET on one node, GETs on a cluster
-            if self.cluster:
-                calls += [("get", (key,), {}) for key in owner_keys]
-            else:
-                calls.append(("mget", (owner_keys,), {}))
+        separate_owner_keys: list[str] = []
+        for group in groups:
+            keys: list[str] = []
+            counts: list[int] = []
+            owner_keys: list[str] = []
+            for member_id in group:
+                want = wants[member_id]
+                own = [source_key(member_id, s) for s in want.sources]
+                own += [member_key(member_id, "claim", c) for c in want.claim_ids]
+                own += [member_key(member_id, "answer", r) for r in want.request_ids]
+                own += [member_key(member_id, "period", k) for k in want.period_keys]
+                keys += [member_key(member_id, "ledger"), member_key(member_id, "profile"), *own]
+                counts.append(len(own))
+                owner_keys += [claim_owner_key(c) for c in want.claim_ids]
+                owner_keys += [request_owner_key(r) for r in want.request_ids]
+            if self.cluster:  # other slots: read with plain GETs below
+                separate_owner_keys += owner_keys
+                owner_keys = []
+            all_keys = [*keys, *owner_keys]
+            calls.append(("evalsha", (self._sha["load"], len(all_keys), *all_keys, len(group), *counts), {}))
+        calls += [("get", (key,), {}) for key in separate_owner_keys]
         results = await self._batch(calls)
-        owners: list[Any] = []
-        if owner_keys:
-            owners = results[len(wants) :] if self.cluster else results[-1]
-        owner_iter = iter(owners)
+        separate = iter(results[len(groups) :])
         loaded: dict[str, Loaded] = {}
         foreign: list[tuple[str, str, str]] = []  # (member, request id, owner)
-        for (member_id, want), row in zip(wants.items(), results, strict=False):
-            loaded[member_id] = self._snapshot(member_id, want, row, owner_iter, foreign)
+        for group, row in zip(groups, results, strict=False):
+            values = iter(row)
+            sections = []
+            for member_id in group:
+                want = wants[member_id]
+                size = (
+                    3
+                    + len(want.sources)
+                    + len(want.claim_ids)
+                    + len(want.request_ids)
+                    + len(want.period_keys)
+                )
+                sections.append((member_id, want, [next(values) for _ in range(size)]))
+            owners = separate if self.cluster else values  # trailing values are the owners, in order
+            for member_id, want, section in sections:
+                loaded[member_id] = self._snapshot(member_id, want, section, owners, foreign)
         if foreign:
             await self._load_foreign_answers(loaded, foreign)
         return loaded
@@ -218,49 +249,55 @@ class RedisStore:
     # ---------------------------------------------------------------- writes
 
     async def save(self, plans: Sequence[Plan]) -> set[str]:
-        """Index new ids, then apply each plan atomically; returns the members whose state had moved
-        on (another writer got there first): their messages must be decided again."""
+        """Apply each plan atomically; returns the members whose state had moved on (another writer
+        got there first) or whose new ids another member holds: their messages are decided again."""
         conflicts: set[str] = set()
-        index = [(p.member_id, claim_owner_key(c)) for p in plans for c in p.new_claim_ids]
-        index += [(p.member_id, request_owner_key(r)) for p in plans for r in p.new_request_ids]
-        if index:
-            calls: list[Call] = [
-                ("set", (key, member_id), {"nx": True, "get": True}) for member_id, key in index
-            ]
-            for (member_id, _), previous in zip(index, await self._batch(calls), strict=True):
-                if previous is not None and previous.decode() != member_id:
-                    conflicts.add(member_id)
-        todo = [p for p in plans if p.member_id not in conflicts]
-        if not todo:
-            return conflicts
+        if self.cluster:  # the owner indexes live in other slots: take them first, with SET NX GET
+            index = [(p.member_id, claim_owner_key(c)) for p in plans for c in p.new_claim_ids]
+            index += [(p.member_id, request_owner_key(r)) for p in plans for r in p.new_request_ids]
+            if index:
+                calls: list[Call] = [("set", (key, mid), {"nx": True, "get": True}) for mid, key in index]
+                for (member_id, _), previous in zip(index, await self._batch(calls), strict=True):
+                    if previous is not None and previous.decode() != member_id:
+                        conflicts.add(member_id)
+        by_member = {p.member_id: p for p in plans if p.member_id not in conflicts}
+        groups = self._groups(by_member)
         applies: list[Call] = []
-        for plan in todo:
-            keys, args = self._apply_args(plan)
+        for group in groups:
+            keys: list[str] = []
+            args: list[Any] = [self.answer_ttl, len(group)]
+            for member_id in group:
+                self._apply_section(by_member[member_id], keys, args)
             applies.append(("evalsha", (self._sha["apply"], len(keys), *keys, *args), {}))
-        for plan, result in zip(todo, await self._batch(applies), strict=True):
-            if int(result) < 0:
-                conflicts.add(plan.member_id)
+        for group, statuses in zip(groups, await self._batch(applies), strict=True):
+            for member_id, status in zip(group, statuses, strict=True):
+                if int(status) < 0:
+                    conflicts.add(member_id)
         return conflicts
 
-    def _apply_args(self, plan: Plan) -> tuple[list[str], list[Any]]:
+    def _apply_section(self, plan: Plan, keys: list[str], args: list[Any]) -> None:
         mid = plan.member_id
-        keys = [member_key(mid, "ledger")]
-        values: list[Any] = []
-        for source, events in plan.answers:
-            keys.append(source_key(mid, source))
-            values.append(pack(events))
+        index_keys: list[str] = []
+        if not self.cluster:
+            index_keys = [claim_owner_key(c) for c in plan.new_claim_ids]
+            index_keys += [request_owner_key(r) for r in plan.new_request_ids]
+        answer_keys = [source_key(mid, source) for source, _ in plan.answers]
+        answer_values = [pack(events) for _, events in plan.answers]
+        other_keys: list[str] = []
+        other_values: list[bytes] = []
         for claim_id, record in plan.claims.items():
-            keys.append(member_key(mid, "claim", claim_id))
-            values.append(orjson.dumps(record.to_dict()))
+            other_keys.append(member_key(mid, "claim", claim_id))
+            other_values.append(orjson.dumps(record.to_dict()))
         for request_id, answer in plan.requests.items():
-            keys.append(member_key(mid, "answer", request_id))
-            values.append(pack([answer]))
+            other_keys.append(member_key(mid, "answer", request_id))
+            other_values.append(pack([answer]))
         for period in plan.periods:
-            keys.append(member_key(mid, "period", period))
-            values.append(b"1")
+            other_keys.append(member_key(mid, "period", period))
+            other_values.append(b"1")
         ledger = orjson.dumps(plan.ledger.to_dict()) if plan.ledger is not None else b""
-        args = [plan.version, ledger, self.answer_ttl, len(plan.answers), *values]
-        return keys, args
+        keys += [member_key(mid, "ledger"), *index_keys, *answer_keys, *other_keys]
+        args += [mid, plan.version, ledger, len(index_keys), len(answer_keys), len(other_keys)]
+        args += [*answer_values, *other_values]
 
     # ---------------------------------------------------------------- reference data
 

@@ -4,9 +4,11 @@ FastStream application. `python -m worker run` runs it until SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
+import uvloop
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -62,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
         settings.kafka_bootstrap_servers,
         graceful_timeout=settings.graceful_timeout_seconds,
         logger=logging.getLogger("worker.faststream"),
+        log_level=logging.DEBUG,  # FastStream's per-batch "Received/Processed" lines
         client_id="claims-worker",
     )
     subscriber = broker.subscriber(
@@ -72,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
         max_records=settings.batch_size,
         batch_timeout_ms=settings.batch_timeout_ms,
         auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         ack_policy=AckPolicy.MANUAL,  # no auto-commit, no per-message ack: the handler commits offsets
         listener=CommitOnRevoke(handler, settings.graceful_timeout_seconds),
         decoder=_raw_bodies,
@@ -91,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
         await publisher.start()
         await feed.bootstrap()  # reference data first: no claim is judged against a partial registry
         feed.follow()
+        gc.freeze()  # what exists now lives for the whole run: keep the cyclic GC off it
 
     @app.after_startup
     async def ready() -> None:
@@ -110,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
 
     @app.after_shutdown
     async def close() -> None:
+        await handler.drain()  # the last batch's acknowledgements and commit
         await feed.stop()
         await publisher.stop()
         await store.redis.aclose()
@@ -120,5 +126,6 @@ def create_app(settings: Settings | None = None) -> FastStream:
 
 
 def run_worker() -> int:
-    asyncio.run(create_app().run())
+    """Run until SIGTERM/SIGINT, on uvloop (libuv's event loop; the worker is I/O- and loop-bound)."""
+    uvloop.run(create_app().run())
     return 0

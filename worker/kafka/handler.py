@@ -1,11 +1,13 @@
 """The batch handler behind the FastStream subscriber, and the commit strategy it owns.
 
 FastStream's per-message `ack()` commits without offsets; this worker never uses it (AckPolicy.MANUAL,
-auto-commit off). For each batch: settle against Redis, publish every answer and wait for the
-broker's acknowledgements, then commit explicit offsets (last offset + 1 per partition). Redis or
-Kafka failing means no commit: the batch is retried with back-off until it succeeds, the worker
-stops, or its partitions are revoked — a message is never skipped. On revocation the listener waits
-for the in-flight batch to finish and commit before the partitions move.
+auto-commit off). For each batch: settle against Redis (state and answers applied atomically), hand
+every answer to the producer, and — in a finisher task, so that the next batch is fetched and decided
+meanwhile — wait for the broker's acknowledgements, then commit explicit offsets (last offset + 1 per
+partition). A batch's answers go out only after the previous batch's are acknowledged, so a member's
+events keep their order. Redis or Kafka failing means no commit: the work is retried with back-off
+until it succeeds, the worker stops, or the partitions are revoked — a message is never skipped. On
+revocation the listener waits for the in-flight batch and its finisher before the partitions move.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from worker.intake import Source
 from worker.kafka.publisher import Publisher
 from worker.replay import now_text
 from worker.settings import Settings
-from worker.settlement import Record, Settler
+from worker.settlement import Outgoing, Record, Settler
 
 log = logging.getLogger("worker.handler")
 
@@ -37,6 +39,7 @@ class BatchHandler:
         self.settings = settings
         self.idle = asyncio.Event()
         self.idle.set()
+        self.finisher: asyncio.Task[None] | None = None
         self.stopping = False
         self.batches = 0
         self.records = 0
@@ -51,6 +54,11 @@ class BatchHandler:
         finally:
             self.idle.set()
 
+    async def quiesce(self) -> None:
+        """No batch in the handler and none waiting for acknowledgements or its commit."""
+        await self.idle.wait()
+        await self.drain()
+
     async def _handle(self, raw: Sequence[ConsumerRecord[bytes, bytes]], consumer: AIOKafkaConsumer) -> None:
         batch = [Record(Source(r.topic, r.partition, r.offset), r.key, r.value or b"") for r in raw]
         delay = 0.2
@@ -63,7 +71,8 @@ class BatchHandler:
                 return
             try:
                 outgoing = await self.settler.settle(live, now_text())
-                await self.publisher.publish(outgoing)
+                await self.drain()  # the previous batch's answers are acknowledged before ours go out
+                acks = await self.publisher.send(outgoing)
             except Exception as exc:  # Redis down, broker unreachable, or a bug: never skip, never commit
                 if self.stopping:
                     log.warning(
@@ -86,13 +95,49 @@ class BatchHandler:
                 log.warning(
                     "batch settled after %.0f s of failures; resuming", time.monotonic() - failing_since
                 )
-            if self.settings.fault_crash_before_commit:
-                log.error("fault injection: killed after publishing, before committing")
-                os.kill(os.getpid(), signal.SIGKILL)
-            await self._commit(consumer, live)
-            self.batches += 1
-            self.records += len(live)
+            self.finisher = asyncio.create_task(self._finish(consumer, live, outgoing, acks))
             return
+
+    async def drain(self) -> None:
+        """Wait until the last batch's answers are acknowledged and its offsets committed."""
+        if self.finisher is not None:
+            await self.finisher
+            self.finisher = None
+
+    async def _finish(
+        self,
+        consumer: AIOKafkaConsumer,
+        records: Sequence[Record],
+        outgoing: Sequence[Outgoing],
+        acks: list[asyncio.Future[Any]],
+    ) -> None:
+        """Commit a batch once the broker has acknowledged all of its answers (sending again if needed)."""
+        delay = 0.2
+        pending: list[asyncio.Future[Any]] | None = acks
+        while True:
+            try:
+                if pending is None:
+                    pending = await self.publisher.send(outgoing)
+                await asyncio.gather(*pending)
+                break
+            except Exception as exc:
+                if self.stopping:
+                    log.warning(
+                        "stopping with unacknowledged answers (%s): not committed, redelivered later", exc
+                    )
+                    return
+                log.warning(
+                    "answers not acknowledged (%s); not committing, sending again in %.1f s", exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_seconds)
+                pending = None
+        if self.settings.fault_crash_before_commit:
+            log.error("fault injection: killed after publishing, before committing")
+            os.kill(os.getpid(), signal.SIGKILL)
+        await self._commit(consumer, records)
+        self.batches += 1
+        self.records += len(records)
 
     async def _commit(self, consumer: AIOKafkaConsumer, records: Sequence[Record]) -> None:
         offsets: dict[TopicPartition, int] = {}
@@ -119,13 +164,13 @@ class CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self.timeout = timeout
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        if self.handler.idle.is_set():
+        if self.handler.idle.is_set() and self.handler.finisher is None:
             return
         log.info(
             "partitions %s revoked during a batch: finishing it first", sorted(str(tp) for tp in revoked)
         )
         try:
-            await asyncio.wait_for(self.handler.idle.wait(), self.timeout)
+            await asyncio.wait_for(self.handler.quiesce(), self.timeout)
         except TimeoutError:
             log.warning("in-flight batch not finished in %.0f s; its offsets stay uncommitted", self.timeout)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -53,11 +54,15 @@ class Publisher:
         if self._producer is not None:
             await self._producer.stop()
 
-    async def publish(self, outgoing: Sequence[Outgoing]) -> None:
-        """Send everything (in order: one member's events keep their order per topic), then wait for
-        every acknowledgement; any failure raises, and the caller publishes the batch again."""
+    async def send(self, outgoing: Sequence[Outgoing]) -> list[asyncio.Future[Any]]:
+        """Hand everything to the producer, in order (one member's events keep their order per topic);
+        returns the acknowledgement futures."""
         send = self.producer.send
         routes = self.routes
-        pending = [await send(routes[o.event.type], o.event.data, key=o.key) for o in outgoing]
+        return [await send(routes[o.event.type], o.event.data, key=o.key) for o in outgoing]
+
+    async def publish(self, outgoing: Sequence[Outgoing]) -> None:
+        """Send and wait for every acknowledgement; any failure raises (the caller sends again)."""
+        pending = await self.send(outgoing)
         if pending:
             await asyncio.gather(*pending)

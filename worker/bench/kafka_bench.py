@@ -1,0 +1,232 @@
+"""End-to-end benchmark of the Kafka worker: `python -m worker bench [--claims N] [--workers K] ...`.
+
+1. Starts (or reuses, via KAFKA_BOOTSTRAP_SERVERS / REDIS_URL) a broker and Redis and creates a fresh
+   set of topics.
+2. Publishes the registry (facilities, N/4 members) and, unless --no-credits, one account credit
+   per member; starts K worker processes in one consumer group and waits for the credits' answers.
+3. Saturation: publishes N claims while the workers run flat out; throughput = claims answered /
+   (last answer's broker timestamp - first answer's), i.e. first claim consumed to last outcome out.
+4. Latency: offers --rate claims/s for --seconds; latency = answer timestamp - claim timestamp.
+Prints a summary and, as its last line, one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from worker.bench import synthetic
+from worker.kafka.topics import ensure_topics
+from worker.local.kafka_io import WorkerProcess, produce, produce_lines
+from worker.local.services import start_broker, start_redis
+from worker.settings import Settings
+
+
+def _settings(
+    bootstrap: str, redis_url: str, prefix: str, partitions: int
+) -> tuple[Settings, dict[str, str]]:
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "REDIS_URL": redis_url,
+        "WORKER_PARTITIONS": str(partitions),
+        "WORKER_CONSUMER_GROUP": f"{prefix}-group",
+        "WORKER_LOG_LEVEL": "INFO",
+    }
+    topics = {}
+    for name in ("claims", "accounts", "profiles", "facilities", "settled", "rejected", "ledger", "dlq"):
+        value = f"{prefix}.{Settings.model_fields[f'topic_{name}'].default}"
+        topics[f"topic_{name}"] = value
+        env[f"WORKER_TOPIC_{name.upper()}"] = value
+    settings = Settings.model_validate(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "REDIS_URL": redis_url,
+            "partitions": partitions,
+            "consumer_group": f"{prefix}-group",
+            **topics,
+        }
+    )
+    return settings, env
+
+
+class Outcomes:
+    """Follows the output topics, keeping (timestamp, event type, id) of every answer."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self.consumer = AIOKafkaConsumer(
+            *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+        )
+        self.seen: list[tuple[int, str, str]] = []
+
+    async def start(self) -> None:
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    async def wait_for(self, count: int, limit_seconds: float) -> None:
+        deadline = time.monotonic() + limit_seconds
+        while len(self.seen) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(self.seen)} of {count} answers after {limit_seconds:.0f} s")
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=20_000)
+            for records in batches.values():
+                for r in records:
+                    event = orjson.loads(r.value)
+                    ident = event.get("claim_id") or event.get("request_id") or ""
+                    self.seen.append((r.timestamp, event["type"], ident))
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def _offer(bootstrap: str, topic: str, claims: list[dict[str, Any]], rate: int) -> dict[str, int]:
+    """Publish at `rate` claims/s in 10 ms ticks; returns claim id → send time (ms)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
+    await producer.start()
+    sent: dict[str, int] = {}
+    try:
+        started = time.monotonic()
+        futures = []
+        for index, claim in enumerate(claims):
+            due = started + index / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now_ms = int(time.time() * 1000)
+            futures.append(
+                await producer.send(
+                    topic, orjson.dumps(claim), key=claim["member_id"].encode(), timestamp_ms=now_ms
+                )
+            )
+            sent[claim["claim_id"]] = now_ms
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="claims-bench-"))
+    broker = start_broker(str(workdir))
+    redis = start_redis()
+    workers: list[WorkerProcess] = []
+    try:
+        prefix = f"bench{int(time.time())}"
+        settings, env = _settings(broker.bootstrap_servers, redis.url, prefix, args.partitions)
+        members = args.claims // 4 if args.members is None else args.members
+        print(f"broker: {broker.kind} at {broker.bootstrap_servers}; redis: {redis.url}; topics: {prefix}.*")
+        await ensure_topics(settings)
+        registry = synthetic.encode([*synthetic.facilities(), *synthetic.members(members)])
+        await produce_lines(broker.bootstrap_servers, settings, registry)
+        outcomes = Outcomes(
+            broker.bootstrap_servers,
+            [settings.topic_settled, settings.topic_rejected, settings.topic_ledger, settings.topic_dlq],
+        )
+        await outcomes.start()
+        for number in range(args.workers):
+            workers.append(
+                WorkerProcess({**env, "WORKER_BATCH_SIZE": str(args.batch)}, workdir / f"worker-{number}.log")
+            )
+        for worker in workers:
+            worker.start(wait_ready=0)
+        for worker in workers:
+            worker.wait_for_log("ready:", 300)
+        expected = 0
+        if args.credits:
+            credits = synthetic.encode(synthetic.contributions(members))
+            await produce_lines(broker.bootstrap_servers, settings, credits)
+            expected += len(credits)
+            await outcomes.wait_for(expected, 600)
+            print(f"{len(credits)} account credits answered")
+        else:
+            await asyncio.sleep(8)  # let the group settle before the clock starts
+        claims = synthetic.encode(synthetic.claims(args.claims, members))
+        published = await produce(
+            broker.bootstrap_servers,
+            ((settings.topic_claims, orjson.loads(c)["member_id"].encode(), c) for c in claims),
+        )
+        base = len(outcomes.seen)
+        await outcomes.wait_for(expected + published, args.limit)
+        stamps = [ts for ts, kind, _ in outcomes.seen[base:] if kind.startswith("claim.")]
+        elapsed = (max(stamps) - min(stamps)) / 1000
+        throughput = len(stamps) / elapsed if elapsed > 0 else float("inf")
+        print(
+            f"saturation: {len(stamps)} claims answered in {elapsed:.2f} s = {throughput:,.0f} claims/s "
+            f"with {args.workers} worker process(es)"
+        )
+
+        offered = [
+            {**c, "claim_id": "L" + c["claim_id"]}
+            for c in synthetic.claims(args.rate * args.seconds, members, seed=99, prefix="L")
+        ]
+        base = len(outcomes.seen)
+        sent = await _offer(broker.bootstrap_servers, settings.topic_claims, offered, args.rate)
+        await outcomes.wait_for(base + len(offered), 120)
+        latencies = [ts - sent[ident] for ts, kind, ident in outcomes.seen[base:] if ident in sent]
+        p50, p95, p99 = (_percentile(latencies, q) for q in (0.50, 0.95, 0.99))
+        print(
+            f"latency at {args.rate} claims/s offered for {args.seconds} s ({len(latencies)} claims): "
+            f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms, max {max(latencies):.0f} ms"
+        )
+        await outcomes.stop()
+        return {
+            "benchmark": "kafka",
+            "broker": broker.kind,
+            "workers": args.workers,
+            "partitions": args.partitions,
+            "claims": len(stamps),
+            "members": members,
+            "account_credits": args.credits,
+            "saturation_claims_per_s": round(throughput),
+            "offered_rate": args.rate,
+            "latency_ms": {"p50": p50, "p95": p95, "p99": p99, "max": max(latencies)},
+        }
+    finally:
+        for worker in workers:
+            worker.close()
+        redis.close()
+        broker.close()
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"logs kept in {workdir}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m worker bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--claims", type=int, default=200_000)
+    parser.add_argument("--members", type=int, default=None, help="default: claims / 4 (50,000 for 200,000)")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--rate", type=int, default=2000, help="offered claims/s for the latency phase")
+    parser.add_argument("--seconds", type=int, default=15, help="duration of the latency phase")
+    parser.add_argument(
+        "--no-credits", dest="credits", action="store_false", help="no account credits (balances stay 0)"
+    )
+    parser.add_argument("--limit", type=float, default=900, help="give up after this many seconds")
+    parser.add_argument("--keep", action="store_true", help="keep worker and broker logs")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    result = asyncio.run(run(args))
+    print(json.dumps(result))
+    return 0
