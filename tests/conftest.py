@@ -46,6 +46,20 @@ def harness(policies: PolicyBook) -> Harness:
     return Harness(policies)
 
 
+EXAMPLE_NAMES = sorted(p.stem for p in EXAMPLES.glob("*.jsonl") if not p.stem.endswith("expected"))
+
+
+def assert_matches_expected(name: str, actual: list[dict[str, Any]]) -> None:
+    """`actual` equals NAME.expected.jsonl after the spec's normalisation (../shared/tools/compare.py)."""
+    compare = load_compare()
+    expected = [orjson.loads(x) for x in (EXAMPLES / f"{name}.expected.jsonl").read_bytes().splitlines() if x]
+    assert len(actual) == len(expected)
+    for index, (want, got) in enumerate(zip(expected, actual, strict=True)):
+        found: list[Any] = []
+        compare.diff(compare.normalise(want, False), compare.normalise(got, False), "", found)
+        assert not found, f"{name} message {index}: {found[:3]}"
+
+
 def load_compare() -> Any:
     """The spec's own comparison (../shared/tools/compare.py), imported as a module."""
     sys.path.insert(0, str(SHARED / "tools"))

@@ -9,11 +9,11 @@ import sys
 import orjson
 import pytest
 
-from tests.conftest import EXAMPLES, ROOT, load_compare
+from tests.conftest import EXAMPLE_NAMES, EXAMPLES, ROOT, assert_matches_expected
 from worker.domain.policy import PolicyBook
 from worker.replay import Replayer
 
-NAMES = sorted(p.stem for p in EXAMPLES.glob("*.jsonl") if not p.stem.endswith("expected"))
+NAMES = EXAMPLE_NAMES
 
 
 def test_examples_are_present() -> None:
@@ -22,17 +22,10 @@ def test_examples_are_present() -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_replay_matches_expected_with_accounts(name: str, policies: PolicyBook) -> None:
-    compare = load_compare()
     out = io.BytesIO()
     with (EXAMPLES / f"{name}.jsonl").open("rb") as handle:
         Replayer(policies).run(handle, out)
-    actual = [orjson.loads(x) for x in out.getvalue().splitlines()]
-    expected = [orjson.loads(x) for x in (EXAMPLES / f"{name}.expected.jsonl").read_bytes().splitlines() if x]
-    assert len(actual) == len(expected)
-    for index, (want, got) in enumerate(zip(expected, actual, strict=True)):
-        found: list = []
-        compare.diff(compare.normalise(want, False), compare.normalise(got, False), "", found)
-        assert not found, f"message {index}: {found[:3]}"
+    assert_matches_expected(name, [orjson.loads(x) for x in out.getvalue().splitlines()])
 
 
 def test_replay_cli_and_check_examples_tool() -> None:

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from tests.builders import NANCHANG_FACILITIES, account, claim, line, member, raw, reversal
-from tests.conftest import EXAMPLES, load_compare
+from tests.conftest import EXAMPLE_NAMES, EXAMPLES, assert_matches_expected
 from tests.redis_support import RedisHarness
 from worker.adapters.redis_client import connect
 from worker.adapters.redis_store import RedisStore, Wants, member_key
@@ -19,17 +19,7 @@ from worker.local.services import RedisService
 from worker.settlement import Record
 
 pytestmark = pytest.mark.integration
-NAMES = sorted(p.stem for p in EXAMPLES.glob("*.jsonl") if not p.stem.endswith("expected"))
-
-
-def _assert_matches(name: str, actual: list[dict]) -> None:
-    compare = load_compare()
-    expected = [orjson.loads(x) for x in (EXAMPLES / f"{name}.expected.jsonl").read_bytes().splitlines() if x]
-    assert len(actual) == len(expected)
-    for index, (want, got) in enumerate(zip(expected, actual, strict=True)):
-        found: list = []
-        compare.diff(compare.normalise(want, False), compare.normalise(got, False), "", found)
-        assert not found, f"{name} message {index}: {found[:3]}"
+NAMES = EXAMPLE_NAMES
 
 
 @pytest.mark.parametrize("batch", [1, 7, 1000])
@@ -46,7 +36,7 @@ async def test_examples_through_redis_equal_replay(
         if event["type"] == "dead_letter":
             event["source_topic"], event["partition"] = "replay", 0
             event["offset"] = by_digest[event["payload_sha256"]]
-    _assert_matches(name, out)
+    assert_matches_expected(name, out)
 
 
 async def test_redelivered_batch_republishes_stored_answers(
@@ -142,7 +132,7 @@ async def test_examples_on_redis_cluster(redis_cluster_service: RedisService, po
             await client.flushall()
             harness = RedisHarness(store, policies)
             harness.topic = f"claims-{name}"
-            _assert_matches(
+            assert_matches_expected(
                 name, await harness.send((EXAMPLES / f"{name}.jsonl").read_bytes().splitlines(), batch=5)
             )
         nodes = await client.cluster_nodes()

@@ -68,7 +68,10 @@ def _yuan(fen: Any) -> str:
 
 
 def _table(events: list[dict[str, Any]]) -> str:
-    head = f"{'claim':<16}{'city':<10}{'treatment':<16}{'total':>11}{'fund':>11}{'account':>11}{'cash':>11}  exclusions"
+    head = f"{'claim':<16}{'city':<10}{'treatment':<16}" + "".join(
+        f"{name:>11}" for name in ("total", "fund", "account", "cash")
+    )
+    head += "  exclusions"
     rows = [head, "-" * len(head)]
     for e in sorted(events, key=lambda e: str(e["claim_id"])):
         rows.append(
@@ -110,7 +113,7 @@ async def main() -> int:
         print(f"Settlements of {DAY} (yuan):")
         print(_table(settled))
         for e in rejected:
-            print(f"rejected {e['claim_id']}: {e['reasons'][0]['code']}")  # type: ignore[index]
+            print(f"rejected {e['claim_id']}: {e['reasons'][0]['code']}")
         print()
         print("Ledger events (accounts.ledger), first five:")
         for e in ledger[:5]:
@@ -123,8 +126,8 @@ async def main() -> int:
         cash = sum(int(e["cash_pay_fen"]) for e in settled)
         print()
         print(
-            f"{len(settled)} settled, {len(rejected)} rejected in {elapsed:.1f} s: total {_yuan(total)} yuan = "
-            f"fund {_yuan(fund)} + account {_yuan(account)} + cash {_yuan(cash)}"
+            f"{len(settled)} settled, {len(rejected)} rejected in {elapsed:.1f} s: "
+            f"total {_yuan(total)} yuan = fund {_yuan(fund)} + account {_yuan(account)} + cash {_yuan(cash)}"
         )
         return 0 if len(settled) + len(rejected) == len(claims) else 1
     finally:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from contracts.inbound import MemberProfile
 from contracts.wire import Emitted
-from worker.domain.state import ClaimRecord, Effect, Ledger, MemberView
+from worker.domain.state import Effect, Ledger, MemberView
 
 
 class MemoryStore:
@@ -28,7 +28,3 @@ class MemoryStore:
 
     def apply(self, view: MemberView, effect: Effect) -> None:
         view.apply(effect)
-
-    def claim(self, claim_id: str) -> ClaimRecord | None:
-        owner = self.claim_owners.get(claim_id)
-        return self.members[owner].claims.get(claim_id) if owner else None

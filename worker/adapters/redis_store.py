@@ -1,8 +1,9 @@
 """Redis state store for the Kafka worker (issue #3): the engine's MemberView/Effect over Redis.
 
-Keys of one member share the hash tag `{member_id}`, so they live in one Redis Cluster slot and one
+Keys of one member share the hash tag `{member_id}`, so they live in one Redis Cluster slot and a
 Lua script can read them consistently (`redis_load.lua`) and write them atomically, compare-and-set
-on the member's version (`redis_apply.lua`):
+on the member's version (`redis_apply.lua`). One script call covers every member of a batch on a
+single Redis, and the members of one slot on a cluster:
 
     m:{M}:ledger            hash  v = version, d = ledger JSON (year accumulators, account)
     m:{M}:profile           hash  o = source offset, d = member.profile JSON

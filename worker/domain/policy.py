@@ -18,18 +18,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from contracts.inbound import CATEGORIES, CloseReason, PaymentPurpose
+from contracts.outbound import FundExclusion
 from worker.domain.errors import PolicyError
 
 POLICY_DIR = Path(__file__).parent / "policies"
 TREATMENT_CLASSES = ("employed", "retired", "retired_70plus", "pre1949")
-EXCLUSION_CODES = (
-    "BENEFITS_SUSPENDED",
-    "INPATIENT_STAY",
-    "LIABILITY_OTHER_PARTY",
-    "OUT_OF_AREA_UNREGISTERED",
-    "PHARMACY_NOT_IN_POOLING",
-    "NO_PRESCRIPTION",
-)
+EXCLUSION_CODES: tuple[str, ...] = FundExclusion.__args__  # type: ignore[attr-defined]
 
 
 def _to_bp(value: Any) -> int:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -69,7 +70,7 @@ class Received:
     topic: str
     partition: int
     key: bytes | None
-    event: dict[str, object]
+    event: dict[str, Any]
     timestamp_ms: int
 
 

@@ -1,0 +1,29 @@
+"""deploy/ holds valid files: a compose file for Kafka (KRaft) + Redis + three workers, and a Dockerfile."""
+
+from __future__ import annotations
+
+import yaml
+
+from tests.conftest import ROOT
+
+
+def test_compose_file_describes_kafka_redis_and_three_workers() -> None:
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"kafka", "redis", "worker"}
+    assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
+    worker = services["worker"]
+    assert worker["deploy"]["replicas"] == 3
+    assert worker["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert worker["environment"]["REDIS_URL"].startswith("redis://redis:")
+    assert int(worker["environment"]["WORKER_PARTITIONS"]) >= worker["deploy"]["replicas"]
+    assert (ROOT / "deploy" / worker["build"]["context"] / worker["build"]["dockerfile"]).resolve().is_file()
+
+
+def test_dockerfile_copies_existing_paths_and_runs_the_worker() -> None:
+    lines = (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
+    for line in lines:
+        if line.startswith("COPY ") and "--from" not in line:
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), source
+    assert 'ENTRYPOINT ["claims-worker", "run"]' in lines
