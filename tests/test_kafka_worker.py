@@ -202,3 +202,48 @@ async def test_sigterm_exits_cleanly_with_everything_committed(world: Cluster) -
         assert total == 500  # every record's offset committed (offsets count from 0 per partition)
     finally:
         await consumer.stop()
+
+
+async def test_sigkill_before_commit_never_credits_or_debits_twice(
+    world: Cluster, redis_service: RedisService
+) -> None:
+    """Account requests through a worker killed after publishing and before committing (issue #4 §5)."""
+    count = 60
+    profiles = synthetic.members(count)
+    for profile in profiles:  # a child to pay for, as in family medical expenses (家庭共济)
+        profile["family"] = [{"member_id": f"KID-{profile['member_id']}", "relation": "child"}]
+    credits = list(synthetic.contributions(count))
+    payments = [
+        {
+            "type": "account.payment_requested",
+            "request_id": f"PAY-{n}",
+            "member_id": p["member_id"],
+            "requested_at": "2023-02-01T09:00:00+08:00",
+            "purpose": "family_medical_expense",
+            "beneficiary_member_id": f"KID-{p['member_id']}",
+            "amount_fen": 1_000 + n,
+        }
+        for n, p in enumerate(profiles)
+    ]
+    reference = synthetic.encode([*synthetic.facilities(), *profiles])
+    await world.publish(reference)
+    await world.publish(synthetic.encode(credits))
+    crashing = world.worker(WORKER_FAULT_CRASH_BEFORE_COMMIT="true", WORKER_BATCH_SIZE="20").start()
+    crashing.wait_for_log("fault injection", 60)
+    crashing.process.wait(30)  # type: ignore[union-attr]
+    world.worker(WORKER_BATCH_SIZE="20").start()
+    await world.wait_outputs(count)
+    await world.publish(synthetic.encode(payments))
+    received = await world.wait_outputs(2 * count)
+    answers: dict[str, set[bytes]] = {}
+    for r in received:
+        answers.setdefault(str(r.event["event_id"]), set()).add(
+            orjson.dumps(r.event, option=orjson.OPT_SORT_KEYS)
+        )
+    assert len(answers) == 2 * count and all(len(copies) == 1 for copies in answers.values())
+    expected = _ledgers_of_replay(reference + synthetic.encode(credits) + synthetic.encode(payments))
+    actual = await _ledgers_in_redis(redis_service.url, list(expected))
+    assert actual == expected
+    assert {m: ledger["balance"] for m, ledger in actual.items()} == {
+        p["member_id"]: 10_000 - 1_000 - n for n, p in enumerate(profiles)
+    }  # one 2% credit of 500 000 and one payment each

@@ -144,17 +144,18 @@ class Settler:
 
 
 def _wants(items: list[_Item]) -> Wants:
-    want = Wants()
+    sources: list[Source] = []
+    claim_ids: dict[str, None] = {}  # ordered sets
+    request_ids: dict[str, None] = {}
+    period_keys: dict[str, None] = {}
     for item in items:
-        want.sources.append(item.record.source)
+        sources.append(item.record.source)
         message = item.message
         if isinstance(message, ClaimSubmitted | ClaimReversalRequested):
-            if message.claim_id not in want.claim_ids:
-                want.claim_ids.append(message.claim_id)
+            claim_ids[message.claim_id] = None
         else:
-            if message.request_id not in want.request_ids:
-                want.request_ids.append(message.request_id)
+            request_ids[message.request_id] = None
             key = period_key(message)
-            if key is not None and key not in want.period_keys:
-                want.period_keys.append(key)
-    return want
+            if key is not None:
+                period_keys[key] = None
+    return Wants(sources, list(claim_ids), list(request_ids), list(period_keys))
