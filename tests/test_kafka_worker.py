@@ -247,3 +247,26 @@ async def test_sigkill_before_commit_never_credits_or_debits_twice(
     assert {m: ledger["balance"] for m, ledger in actual.items()} == {
         p["member_id"]: 10_000 - 1_000 - n for n, p in enumerate(profiles)
     }  # one 2% credit of 500 000 and one payment each
+
+
+async def test_worker_on_redis_cluster(
+    broker: Broker, redis_cluster_service: RedisService, tmp_path: Path
+) -> None:
+    """The whole worker with WORKER_REDIS_CLUSTER=true on a 3-node Redis Cluster equals replay."""
+    client = connect(redis_cluster_service.url, cluster=True)
+    await client.flushall()
+    await client.aclose()
+    world = Cluster(broker.bootstrap_servers, redis_cluster_service.url, f"t{next(_counter)}", tmp_path)
+    try:
+        await world.create_topics()
+        lines = (EXAMPLES / "accounts.jsonl").read_bytes().splitlines()
+        reference, rest = split_reference(lines)
+        await world.publish(reference)
+        worker = world.worker(WORKER_REDIS_CLUSTER="true").start()
+        await world.publish_in_order(rest)
+        expected = expected_streams(EXAMPLES / "accounts.expected.jsonl", world.settings)
+        received = await world.wait_outputs(sum(len(v) for v in expected.values()))
+        assert actual_streams(received) == expected
+        assert worker.terminate() == 0
+    finally:
+        world.close()
