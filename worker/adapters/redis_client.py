@@ -25,8 +25,11 @@ class PackedConnection(Connection):
     def pack_command(self, *args: Any) -> list[bytes]:
         if isinstance(args[0], str):  # e.g. "SCRIPT LOAD": the server wants the words separately
             args = (*args[0].encode().split(), *args[1:])
-        encode = self.encoder.encode
-        return [_pack(tuple(encode(arg) for arg in args))]  # type: ignore[no-untyped-call]
+        try:  # str, bytes and int pack natively, exactly as redis-py would encode them
+            return [_pack(args)]
+        except TypeError:
+            encode = self.encoder.encode
+            return [_pack(tuple(encode(arg) for arg in args))]  # type: ignore[no-untyped-call]
 
 
 def connect(url: str, cluster: bool, timeout: float = 5.0) -> RedisClient:
