@@ -22,7 +22,14 @@ from tests.kafka_support import Cluster, actual_streams, expected_streams, split
 from worker.adapters.redis_client import connect
 from worker.adapters.redis_store import member_key
 from worker.bench import synthetic
-from worker.local.services import Broker, RedisService, restart_redis_process, start_broker, start_redis
+from worker.local.services import (
+    Broker,
+    RedisService,
+    free_port,
+    restart_redis_process,
+    start_broker,
+    start_redis,
+)
 from worker.replay import Replayer
 
 pytestmark = pytest.mark.integration
@@ -270,3 +277,30 @@ async def test_worker_on_redis_cluster(
         assert worker.terminate() == 0
     finally:
         world.close()
+
+
+async def test_worker_waits_for_redis_and_kafka_at_start(tmp_path: Path) -> None:
+    """Started before Redis and the broker exist, the worker retries, then comes up and answers."""
+    kafka_port, redis_port = free_port(), free_port()
+    world = Cluster(f"127.0.0.1:{kafka_port}", f"redis://127.0.0.1:{redis_port}/0", "late", tmp_path)
+    redis: RedisService | None = None
+    late_broker: Broker | None = None
+    try:
+        worker = world.worker().start(wait_ready=0)
+        worker.wait_for_log("connecting to Redis", 60)
+        redis = start_redis(use_env=False, port=redis_port)
+        worker.wait_for_log("preparing topics", 60)
+        late_broker = start_broker(port=kafka_port)
+        worker.wait_for_log("ready:", 120)
+        await world.publish([raw(m) for m in [*NANCHANG_FACILITIES, member("M", "nanchang")]])
+        await asyncio.sleep(2)  # the reference feed follows the registry
+        await world.publish([raw(claim("C1", "M", "NC-H3", "2023-03-01", [line("1", 1000)]))])
+        received = await world.wait_outputs(1)
+        assert received[0].event["type"] == "claim.settled"
+        assert worker.terminate() == 0
+    finally:
+        world.close()
+        if late_broker is not None:
+            late_broker.close()
+        if redis is not None:
+            redis.close()

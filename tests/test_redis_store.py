@@ -139,3 +139,20 @@ async def test_examples_on_redis_cluster(redis_cluster_service: RedisService, po
         assert len([n for n in nodes.values() if "master" in n["flags"]]) == 3
     finally:
         await client.aclose()
+
+
+async def test_a_different_message_at_an_answered_offset_is_decided_afresh(
+    redis_store: RedisStore, policies: PolicyBook
+) -> None:
+    """A topic deleted and created again reuses offsets: its new messages must not get old answers."""
+    harness = RedisHarness(redis_store, policies)
+    await harness.send([raw(m) for m in [*NANCHANG_FACILITIES, member("M", "nanchang")]])
+    source = Source("claims.inbound", 0, 0)
+    first = await harness.resend(
+        [Record(source, b"M", raw(claim("C1", "M", "NC-H3", "2023-03-01", [line("1", 100)])))]
+    )
+    second = await harness.resend(
+        [Record(source, b"M", raw(claim("C2", "M", "NC-H3", "2023-03-02", [line("1", 200)])))]
+    )
+    assert (first[0]["claim_id"], second[0]["claim_id"]) == ("C1", "C2")
+    assert second[0]["accumulators_after"]["claims"] == 2

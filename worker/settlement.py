@@ -21,7 +21,7 @@ from contracts.inbound import (
     MemberProfile,
 )
 from contracts.wire import Emitted, emit
-from worker.adapters.redis_store import Plan, RedisStore, Wants
+from worker.adapters.redis_store import Plan, RedisStore, Wants, message_digest
 from worker.domain.accounts import period_key
 from worker.domain.engine import Context, decide
 from worker.domain.policy import PolicyBook
@@ -108,12 +108,17 @@ class Settler:
             key = member_id.encode()
             for item in items:
                 source = item.record.source
+                digest = message_digest(item.record.value)
                 stored = snapshot.answered.get(source)
-                if stored is not None:  # redelivered: the first answer stands (contracts.md)
-                    answers[item.index] = [Outgoing(key, e) for e in stored]
-                    continue
+                if stored is not None:
+                    if stored[0] == digest:  # redelivered: the first answer stands (contracts.md)
+                        answers[item.index] = [Outgoing(key, e) for e in stored[1]]
+                        continue
+                    log.warning(
+                        "%s holds another message than the one answered there (topic re-created?)", source
+                    )
                 events = self._decide_one(item, view, ctx, plan)
-                plan.answers.append((source, events))
+                plan.answers.append((source, digest, events))
                 answers[item.index] = [Outgoing(key, e) for e in events]
             if plan.answers:  # a fully redelivered group writes nothing
                 plans.append(plan)

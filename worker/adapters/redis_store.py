@@ -10,7 +10,8 @@ single Redis, and the members of one slot on a cluster:
     m:{M}:claim:<claim_id>  claim record JSON
     m:{M}:answer:<req_id>   the stored answer of an account request
     m:{M}:period:<key>      a credited period marker
-    m:{M}:msg:<t>:<p>:<o>   the answer to the inbound message at topic/partition/offset (expires)
+    m:{M}:msg:<t>:<p>:<o>   the answer to the inbound message at topic/partition/offset, with the
+                            message's digest (expires)
 
 Claim and request ids are global, so their owner index lives outside any member's slot and is
 written with SET NX before the member's state (contracts.md §Delivery semantics).
@@ -19,6 +20,7 @@ written with SET NX before the member's state (contracts.md §Delivery semantics
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -61,6 +63,17 @@ def pack(events: Iterable[Emitted]) -> bytes:
     return b"\n".join(e.type.encode() + b"\t" + e.data for e in events)
 
 
+def message_digest(raw: bytes) -> bytes:
+    """Identifies the message an offset held: a topic deleted and created again reuses offsets, and
+    an answer must never be republished for a different message."""
+    return hashlib.blake2b(raw, digest_size=16).hexdigest().encode()
+
+
+def _unpack_answer(blob: bytes) -> tuple[bytes, list[Emitted]]:
+    digest, _, events = blob.partition(b"\n")
+    return digest, unpack(events)
+
+
 def unpack(blob: bytes) -> list[Emitted]:
     out = []
     for line in blob.split(b"\n"):
@@ -81,10 +94,11 @@ class Wants:
 
 @dataclass(slots=True)
 class Loaded:
-    """A member's snapshot, and the stored answers of messages already processed once."""
+    """A member's snapshot, and the stored answers of messages already processed once, each with the
+    digest of the message it answered."""
 
     view: MemberView
-    answered: dict[Source, list[Emitted]]
+    answered: dict[Source, tuple[bytes, list[Emitted]]]
 
 
 @dataclass(slots=True)
@@ -96,7 +110,9 @@ class Plan:
     ledger: Ledger | None = None
     new_claim_ids: list[str] = field(default_factory=list)
     new_request_ids: list[str] = field(default_factory=list)
-    answers: list[tuple[Source, list[Emitted]]] = field(default_factory=list)
+    answers: list[tuple[Source, bytes, list[Emitted]]] = field(
+        default_factory=list
+    )  # (source, digest, events)
     claims: dict[str, ClaimRecord] = field(default_factory=dict)
     requests: dict[str, Emitted] = field(default_factory=dict)
     periods: list[str] = field(default_factory=list)
@@ -207,7 +223,7 @@ class RedisStore:
         version, ledger_json, profile_json, *values = row
         ledger = Ledger.from_dict(orjson.loads(ledger_json)) if ledger_json else Ledger()
         values_iter = iter(values)
-        answered = {s: unpack(v) for s in want.sources if (v := next(values_iter))}
+        answered = {s: _unpack_answer(v) for s in want.sources if (v := next(values_iter))}
         claims = {
             c: ClaimRecord.from_dict(c, orjson.loads(v)) for c in want.claim_ids if (v := next(values_iter))
         }
@@ -282,8 +298,8 @@ class RedisStore:
         if not self.cluster:
             index_keys = [claim_owner_key(c) for c in plan.new_claim_ids]
             index_keys += [request_owner_key(r) for r in plan.new_request_ids]
-        answer_keys = [source_key(mid, source) for source, _ in plan.answers]
-        answer_values = [pack(events) for _, events in plan.answers]
+        answer_keys = [source_key(mid, source) for source, _, _ in plan.answers]
+        answer_values = [digest + b"\n" + pack(events) for _, digest, events in plan.answers]
         other_keys: list[str] = []
         other_values: list[bytes] = []
         for claim_id, record in plan.claims.items():

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvloop
+from aiokafka.errors import KafkaError
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -34,15 +36,15 @@ def _raw_bodies(message: Any) -> Any:
     return message.body
 
 
-async def _until_redis_answers(store: RedisStore, settings: Settings) -> None:
+async def _until_done(what: str, action: Callable[[], Awaitable[None]], settings: Settings) -> None:
+    """Start-up steps wait for Redis and Kafka to answer, rather than failing the process."""
     delay = 0.5
     while True:
         try:
-            await store.redis.ping()
-            await store.load_scripts()
+            await action()
             return
-        except (RedisError, OSError) as exc:
-            log.warning("Redis at %s not answering (%s); retrying in %.1f s", settings.redis_url, exc, delay)
+        except (RedisError, KafkaError, OSError) as exc:
+            log.warning("%s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, settings.retry_max_seconds)
 
@@ -87,13 +89,21 @@ def create_app(settings: Settings | None = None) -> FastStream:
 
     app = FastStream(broker, logger=logging.getLogger("worker.app"))
 
-    @app.on_startup
-    async def prepare() -> None:
-        await _until_redis_answers(store, settings)
+    async def redis_ready() -> None:
+        await store.redis.ping()
+        await store.load_scripts()
+
+    async def topics_ready() -> None:
         if settings.create_topics:
             await ensure_topics(settings)
-        await publisher.start()
-        await feed.bootstrap()  # reference data first: no claim is judged against a partial registry
+
+    @app.on_startup
+    async def prepare() -> None:
+        await _until_done(f"connecting to Redis at {settings.redis_url}", redis_ready, settings)
+        await _until_done(f"preparing topics at {settings.kafka_bootstrap_servers}", topics_ready, settings)
+        await _until_done("starting the producer", publisher.start, settings)
+        # reference data first: no claim is judged against a partial registry
+        await _until_done("loading reference data", feed.bootstrap, settings)
         feed.follow()
         gc.freeze()  # what exists now lives for the whole run: keep the cyclic GC off it
 

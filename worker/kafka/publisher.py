@@ -52,7 +52,12 @@ class Publisher:
             max_batch_size=256 * 1024,
             client_id="claims-worker",
         )
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except Exception:
+            await self._producer.stop()  # release what the failed start opened; the caller retries
+            self._producer = None
+            raise
 
     async def stop(self) -> None:
         if self._producer is not None:

