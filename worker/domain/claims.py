@@ -201,11 +201,11 @@ def _account_pay(
 
 def settle(claim: ClaimSubmitted, view: MemberView, ctx: Context) -> Decision:
     """Decide a `claim.submitted` (rules §7 acceptance, §5, §6, §8.1)."""
-    print_ = fingerprint(claim)
+    content = fingerprint(claim)
     owner = view.claim_owners.get(claim.claim_id)
     if owner is not None:  # §7.2: settled before (reversed or not)
         record = view.claims.get(claim.claim_id) if owner == claim.member_id else None
-        if record is not None and record.fingerprint == print_:
+        if record is not None and record.fingerprint == content:
             return Decision([record.settled])
         if owner != claim.member_id or record is not None:
             return _reject(
@@ -275,7 +275,7 @@ def settle(claim: ClaimSubmitted, view: MemberView, ctx: Context) -> Decision:
     record = ClaimRecord(
         claim_id=claim.claim_id,
         member_id=claim.member_id,
-        fingerprint=print_,
+        fingerprint=content,
         year=year,
         delta=pool.delta if pool.delta.claims else Accumulators(),
         account_pay=account_pay,
