@@ -10,14 +10,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 
 from contracts.outbound import Outbound, Part
 
 
-def _model_fields(value: Any) -> dict[str, Any]:
-    if isinstance(value, Part):
+def model_fields(value: Any) -> dict[str, Any]:
+    """orjson `default` hook for pydantic models: their fields in model order, without pydantic's
+    serializer (outbound parts leave out their `omit_if_none` fields when null)."""
+    if isinstance(value, BaseModel):
         fields = value.__dict__
-        omit = value.omit_if_none
+        omit = value.omit_if_none if isinstance(value, Part) else None
         if omit:
             return {k: v for k, v in fields.items() if v is not None or k not in omit}
         return fields
@@ -26,7 +29,7 @@ def _model_fields(value: Any) -> dict[str, Any]:
 
 def dumps(event: Part) -> bytes:
     """Serialise an event (built with `Part.build` or validated) to compact JSON bytes."""
-    return orjson.dumps(event, default=_model_fields)
+    return orjson.dumps(event, default=model_fields)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import orjson
-from pydantic import BaseModel
 
 from contracts.inbound import ClaimReversalRequested, ClaimSubmitted, FacilityRegistered, MemberProfile
 from contracts.outbound import (
@@ -21,7 +20,7 @@ from contracts.outbound import (
     Reason,
 )
 from contracts.types import china_date
-from contracts.wire import Emitted, emit
+from contracts.wire import Emitted, emit, model_fields
 from worker.domain.errors import Code, Rejection
 from worker.domain.policy import Policy, PolicyBook
 from worker.domain.pooling import LineSplit, Pooling, pool_claim, split_lines
@@ -46,12 +45,6 @@ class Decision:
     effect: Effect | None = None
 
 
-def _model_fields(value: object) -> dict[str, object]:
-    if isinstance(value, BaseModel):
-        return value.__dict__
-    raise TypeError(type(value).__name__)
-
-
 def fingerprint(claim: ClaimSubmitted) -> str:
     """Content identity of a claim for §7.2: every field after defaults except `submitted_at`.
 
@@ -59,7 +52,7 @@ def fingerprint(claim: ClaimSubmitted) -> str:
     """
     fields = dict(claim.__dict__)
     del fields["submitted_at"]
-    canonical = orjson.dumps(fields, default=_model_fields, option=orjson.OPT_PASSTHROUGH_DATACLASS)
+    canonical = orjson.dumps(fields, default=model_fields)
     return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 

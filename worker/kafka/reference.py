@@ -16,7 +16,7 @@ import logging
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from contracts.inbound import FacilityRegistered, MemberProfile
-from contracts.wire import emit
+from contracts.wire import Emitted, emit
 from worker.adapters.redis_store import RedisStore
 from worker.intake import Source, dead_letter, decode
 from worker.kafka.publisher import Publisher
@@ -52,16 +52,15 @@ class ReferenceFeed:
             auto_offset_reset="earliest",
             client_id="claims-worker-reference",
         )
+        self.consumer = consumer  # _poll reads through it
         try:
             await consumer.start()
             await self._load_to_end(consumer, limit_seconds)
         except Exception:
             await consumer.stop()  # the caller retries with a fresh consumer
             raise
-        self.consumer = consumer
 
     async def _load_to_end(self, consumer: AIOKafkaConsumer, limit_seconds: float) -> None:
-        self.consumer = consumer
         await consumer.topics()  # fetch metadata
         partitions = [
             TopicPartition(topic, p)
@@ -132,27 +131,30 @@ class ReferenceFeed:
                 else:
                     self.facilities.pop(key, None)
                 continue
-            message = decode(record.value, source, "").message
+            decoded = decode(record.value, source, "")
+            message = decoded.message
             if isinstance(message, MemberProfile) and record.topic == self.settings.topic_profiles:
                 profiles.append((message.member_id, record.offset, record.value))
             elif isinstance(message, FacilityRegistered) and record.topic == self.settings.topic_facilities:
                 self.facilities[message.facility_id] = message
             else:
-                invalid.append((source, self._dead_letter(record, source, message is None)))
+                invalid.append((source, self._dead_letter(record, source, decoded.events)))
         await self.store.put_profiles(profiles)
         if invalid:
             await self._publish_once(invalid)
 
     def _dead_letter(
-        self, record: ConsumerRecord[bytes, bytes], source: Source, undecodable: bool
+        self, record: ConsumerRecord[bytes, bytes], source: Source, decode_answer: list[Emitted]
     ) -> Outgoing:
+        """The dead letter for a record that is not valid reference data for its topic. `decode_answer`
+        is what decoding already answered (empty when the record decoded to a message)."""
         value = record.value or b""
-        if undecodable:
-            event = decode(value, source, "").events[0]
-            if event.type != "dead_letter":  # a claim-shaped rejection is no answer for reference data
-                event = emit(dead_letter(value, source, "invalid reference data"))
-        else:
+        if not decode_answer:
             event = emit(dead_letter(value, source, f"not reference data for {record.topic}"))
+        elif decode_answer[0].type == "dead_letter":
+            event = decode_answer[0]
+        else:  # a claim-shaped rejection is no answer for reference data
+            event = emit(dead_letter(value, source, "invalid reference data"))
         return Outgoing(record.key, event)
 
     async def _publish_once(self, invalid: list[tuple[Source, Outgoing]]) -> None:
