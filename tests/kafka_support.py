@@ -19,6 +19,7 @@ from worker.local.kafka_io import (
     WorkerProcess,
     collect,
     output_topics,
+    produce,
     produce_lines,
     topic_and_key,
 )
@@ -70,6 +71,10 @@ class Cluster:
 
     async def publish(self, lines: list[bytes]) -> int:
         return await produce_lines(self.bootstrap, self.settings, lines)
+
+    async def produce_raw(self, messages: list[tuple[str, bytes | None, bytes]]) -> int:
+        """Publish exact (topic, key, value) records, e.g. bad data on a reference topic."""
+        return await produce(self.bootstrap, messages)
 
     async def publish_in_order(self, lines: list[bytes]) -> None:
         """Publish member messages, waiting for the answers whenever the inbound topic changes.

@@ -304,3 +304,34 @@ async def test_worker_waits_for_redis_and_kafka_at_start(tmp_path: Path) -> None
             late_broker.close()
         if redis is not None:
             redis.close()
+
+
+async def test_invalid_reference_data_is_dead_lettered_once_and_changes_nothing(world: Cluster) -> None:
+    """Bad records on the reference topics: one dead letter each, even with two workers reading them."""
+    bad_profile = raw(
+        {"type": "member.profile", "member_id": "M", "city": "nanchang", "birth_date": "1980-02-31"}
+    )
+    claim_on_registry = raw(claim("C9", "M", "NC-H3", "2023-03-01", [line("1", 1)]))
+    await world.produce_raw(
+        [
+            (world.settings.topic_profiles, b"M", raw(member("M", "nanchang"))),
+            (world.settings.topic_profiles, b"M", bad_profile),
+            (world.settings.topic_facilities, b"X", b"{not json"),
+            (world.settings.topic_facilities, b"NC-H3", claim_on_registry),
+            *[
+                (world.settings.topic_facilities, f["facility_id"].encode(), raw(f))
+                for f in NANCHANG_FACILITIES
+            ],
+        ]
+    )
+    world.worker().start()
+    world.worker().start()
+    await world.publish([raw(claim("C1", "M", "NC-H3", "2023-03-01", [line("1", 1000)]))])
+    await world.wait_outputs(4)
+    received = await world.outputs(1000, 3.0)  # everything there, so a duplicate dead letter would show
+    letters = [r.event for r in received if r.event["type"] == "dead_letter"]
+    assert sorted(e["source_topic"] for e in letters) == sorted(
+        [world.settings.topic_profiles, world.settings.topic_facilities, world.settings.topic_facilities]
+    )
+    settled = [r.event for r in received if r.event["type"] == "claim.settled"]
+    assert len(settled) == 1 and settled[0]["city"] == "nanchang"  # the valid profile still stands
