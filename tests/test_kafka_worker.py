@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tests.kafka_support import Cluster, actual_streams, expected_streams, split
 from worker.adapters.redis_client import connect
 from worker.adapters.redis_store import member_key
 from worker.bench import synthetic
+from worker.local.kafka_io import collect
 from worker.local.services import (
     Broker,
     RedisService,
@@ -209,6 +211,50 @@ async def test_sigterm_exits_cleanly_with_everything_committed(world: Cluster) -
         assert total == 500  # every record's offset committed (offsets count from 0 per partition)
     finally:
         await consumer.stop()
+
+
+async def _committed(world: Cluster, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=world.bootstrap, group_id=world.settings.consumer_group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        return {p: await consumer.committed(TopicPartition(topic, p)) or 0 for p in range(4)}
+    finally:
+        await consumer.stop()
+
+
+async def _inbound_positions(world: Cluster, count: int) -> dict[str, tuple[int, int]]:
+    """claim id → (partition, offset) of every record on the claims topic."""
+    got = await collect(world.bootstrap, [world.settings.topic_claims], count, 60)
+    return {r.event["claim_id"]: (r.partition, r.offset) for r in got}
+
+
+async def test_sigterm_mid_stream_commits_exactly_what_was_answered(world: Cluster) -> None:
+    """SIGTERM while batches are in the air: they land and commit, nothing more is taken, and a new
+    worker answers the rest — each claim once, with the accumulators of a clean run."""
+    members, count = 200, 20_000
+    reference = synthetic.encode([*synthetic.facilities(), *synthetic.members(members)])
+    claims = synthetic.encode(synthetic.claims(count, members, seed=5))
+    await world.publish(reference)
+    await world.publish(claims)
+    positions = await _inbound_positions(world, count)
+    worker = world.worker(WORKER_BATCH_SIZE="200").start()
+    await world.outputs(1000, 120)
+    assert worker.terminate() == 0
+    assert "stopped after" in worker.log_text()
+    committed = await _committed(world, world.settings.topic_claims)
+    answered = {r.event["claim_id"] for r in await world.outputs(count, 5)}
+    below = {claim for claim, (p, offset) in positions.items() if offset < committed[p]}
+    assert 1000 <= len(below) < count  # stopped mid-stream
+    assert answered == below  # every answer committed, every commit answered
+
+    world.worker().start()
+    received = await world.wait_outputs(count, 120)
+    per_claim = Counter(r.event["claim_id"] for r in received)
+    assert len(per_claim) == count and set(per_claim.values()) == {1}
+    member_ids = [synthetic.member_id(n) for n in range(members)]
+    assert await _ledgers_in_redis(world.settings.redis_url, member_ids) == _ledgers_of_replay([*reference, *claims])
 
 
 async def test_sigkill_before_commit_never_credits_or_debits_twice(

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Sequence
 
 import orjson
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tests.builders import NANCHANG_FACILITIES, account, claim, line, member, raw, reversal
 from tests.conftest import EXAMPLE_NAMES, EXAMPLES, assert_matches_expected
 from tests.redis_support import RedisHarness
 from worker.adapters.redis_client import connect
-from worker.adapters.redis_store import RedisStore, Wants, member_key
+from worker.adapters.redis_store import Plan, RedisStore, Wants, member_key
+from worker.bench import synthetic
 from worker.domain.policy import PolicyBook
 from worker.intake import Source
 from worker.local.services import RedisService
-from worker.settlement import Record
+from worker.settlement import Hold, Outgoing, Record
 
 pytestmark = pytest.mark.integration
 NAMES = EXAMPLE_NAMES
+NOW = "2023-12-31T12:00:00+08:00"
 
 
 @pytest.mark.parametrize("batch", [1, 7, 1000])
@@ -156,3 +160,93 @@ async def test_a_different_message_at_an_answered_offset_is_decided_afresh(
     )
     assert (first[0]["claim_id"], second[0]["claim_id"]) == ("C1", "C2")
     assert second[0]["accumulators_after"]["claims"] == 2
+
+
+def _workload(members: int, claims: int) -> tuple[list[bytes], list[Record]]:
+    """Registry lines, and credits then claims as records of one partition: few members, so that
+    consecutive batches share members and a claim's outcome depends on the claims before it."""
+    registry = synthetic.encode([*synthetic.facilities(), *synthetic.members(members)])
+    lines = synthetic.encode([*synthetic.contributions(members), *synthetic.claims(claims, members)])
+    records = [Record(Source("claims.inbound", 0, n), None, value) for n, value in enumerate(lines)]
+    return registry, records
+
+
+async def _ledgers(store: RedisStore, members: int) -> list[bytes | None]:
+    return [await store.redis.hget(member_key(synthetic.member_id(n), "ledger"), "d") for n in range(members)]
+
+
+async def test_overlapping_settlements_keep_each_members_order(
+    redis_store: RedisStore, policies: PolicyBook
+) -> None:
+    """Batches settled concurrently, as the worker pipelines them, answer exactly as one after another."""
+    registry, records = _workload(members=12, claims=400)
+    batches = [records[start : start + 25] for start in range(0, len(records), 25)]
+    harness = RedisHarness(redis_store, policies)
+    await harness.send(registry)
+    sequential = [await harness.settler.settle(batch, NOW) for batch in batches]
+    expected_ledgers = await _ledgers(redis_store, 12)
+
+    await redis_store.redis.flushall()
+    harness = RedisHarness(redis_store, policies)
+    await harness.send(registry)
+    settler = harness.settler
+
+    async def settle(batch: list[Record]) -> list[Outgoing]:
+        hold = Hold()
+        try:
+            return await settler.settle(batch, NOW, hold)
+        finally:
+            settler.release(hold)
+
+    concurrent = await asyncio.gather(*(settle(batch) for batch in batches))  # all in the air at once
+    assert concurrent == sequential
+    assert await _ledgers(redis_store, 12) == expected_ledgers
+
+
+class _FailingFirstSave(RedisStore):
+    """The real store, whose first write fails as if Redis had dropped the connection."""
+
+    failed = False
+
+    async def save(self, plans: Sequence[Plan]) -> set[str]:
+        if not self.failed:
+            self.failed = True
+            raise RedisConnectionError("injected: connection lost")
+        return await super().save(plans)
+
+
+async def test_a_batch_retried_after_a_failure_is_not_overtaken(
+    redis_service: RedisService, policies: PolicyBook
+) -> None:
+    registry, records = _workload(members=4, claims=40)
+    first, second = records[:24], records[24:]
+    client = connect(redis_service.url, cluster=False)
+    try:
+        await client.flushall()
+        store = _FailingFirstSave(client, answer_ttl_seconds=3600)
+        await store.load_scripts()
+        harness = RedisHarness(store, policies)
+        await harness.send(registry)
+        settler = harness.settler
+        hold_first, hold_second = Hold(), Hold()
+        with pytest.raises(RedisConnectionError):
+            await settler.settle(first, NOW, hold_first)  # not released: the worker retries it
+        later = asyncio.ensure_future(settler.settle(second, NOW, hold_second))
+        await asyncio.sleep(0.2)
+        assert not later.done()  # its members are held by the failed batch
+        answers = await settler.settle(first, NOW, hold_first)
+        settler.release(hold_first)
+        answers += await later
+        settler.release(hold_second)
+        results = [orjson.loads(o.event.data) for o in answers]
+        ledgers = await _ledgers(store, 4)
+
+        await client.flushall()
+        clean = RedisHarness(RedisStore(client, answer_ttl_seconds=3600), policies)
+        await clean.store.load_scripts()
+        await clean.send(registry)
+        expected = [orjson.loads(o.event.data) for o in await clean.settler.settle(records, NOW)]
+        assert results == expected
+        assert ledgers == await _ledgers(clean.store, 4)
+    finally:
+        await client.aclose()

@@ -1,17 +1,25 @@
 """Settling a batch of inbound records against the Redis store (the Kafka worker's core loop).
 
-A batch is decoded, grouped by member (keeping each member's order), read in one round trip,
-decided by the pure engine member by member (each decision sees the previous one's effect), and
-written back per member in one compare-and-set together with every message's answer. A member whose
-state moved on meanwhile (another worker during a rebalance) is read and decided again, so no update
-is lost or applied twice. Nothing here talks to Kafka.
+A batch is decoded, grouped by member (keeping each member's order), read, decided by the pure engine
+member by member (each decision sees the previous one's effect), and written back per member in one
+compare-and-set together with every message's answer. A member whose state moved on meanwhile
+(another worker during a rebalance) is read and decided again, so no update is lost or applied twice.
+
+Throughput comes from never leaving this process idle while Redis works: a batch's members are
+handled in slices (the next slice's read and the previous slice's write are in flight while a slice
+is decided), and the worker settles the next batch while the previous one's last writes land. Two
+settlements in flight never read the same member early: a `Hold` marks the members of an unfinished
+settlement, and a later settlement reads those members only once it is released. Nothing here talks
+to Kafka.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from contracts.inbound import (
     ClaimReversalRequested,
@@ -21,7 +29,7 @@ from contracts.inbound import (
     MemberProfile,
 )
 from contracts.wire import Emitted, emit
-from worker.adapters.redis_store import Plan, RedisStore, Wants, message_digest
+from worker.adapters.redis_store import Loaded, Plan, RedisStore, Wants, message_digest
 from worker.domain.accounts import period_key
 from worker.domain.engine import Context, decide
 from worker.domain.policy import PolicyBook
@@ -30,6 +38,10 @@ from worker.intake import Source, dead_letter, decode
 
 log = logging.getLogger("worker.settlement")
 MAX_ROUNDS = 8
+SLICES = 4
+"""Slices per round: enough to keep Redis and this process busy at the same time, few enough that
+each Redis script call still covers many members."""
+MIN_SLICE = 32
 
 
 class StoreContention(RuntimeError):
@@ -53,6 +65,16 @@ class Outgoing:
     event: Emitted
 
 
+class Hold:
+    """The members an unfinished settlement will write. Created by the caller once per batch and kept
+    across retries of that batch; released when the batch is settled for good or given up."""
+
+    def __init__(self) -> None:
+        self.released = asyncio.Event()
+        self.members: set[str] = set()
+        self.after: dict[str, Hold] = {}  # member → the earlier settlement holding it when this one began
+
+
 @dataclass(slots=True)
 class _Item:
     index: int
@@ -67,9 +89,15 @@ class Settler:
         self.store = store
         self.policies = policies
         self.facilities = facilities
+        self._holds: dict[str, Hold] = {}
 
-    async def settle(self, records: Sequence[Record], now: str) -> list[Outgoing]:
-        """Answer every record, in record order per member; raises only on store/infrastructure errors."""
+    async def settle(self, records: Sequence[Record], now: str, hold: Hold | None = None) -> list[Outgoing]:
+        """Answer every record, in record order per member; raises only on store/infrastructure errors.
+
+        With `hold`, the members stay held after this call (until `release(hold)`), so that the
+        caller can retry the batch without a later batch overtaking it; without, they are released
+        on return.
+        """
         answers: list[list[Outgoing]] = [[] for _ in records]
         groups: dict[str, list[_Item]] = {}
         for index, record in enumerate(records):
@@ -82,24 +110,92 @@ class Settler:
                 answers[index] = [Outgoing(record.key, emit(dead_letter(record.value, record.source, error)))]
             else:
                 groups.setdefault(message.member_id, []).append(_Item(index, record, message))
-        pending = groups
-        ctx = Context(self.policies, self.facilities, now)
-        for _ in range(MAX_ROUNDS):
+        own = hold or Hold()
+        try:
+            await self._settle_groups(groups, own, Context(self.policies, self.facilities, now), answers)
+        finally:
+            if hold is None:
+                self.release(own)
+        return [out for per_record in answers for out in per_record]
+
+    def release(self, hold: Hold) -> None:
+        """The settlement holding these members is final (or given up): later ones may read them."""
+        for member_id in hold.members:
+            if self._holds.get(member_id) is hold:
+                del self._holds[member_id]
+        hold.released.set()
+
+    async def _settle_groups(
+        self, groups: dict[str, list[_Item]], hold: Hold, ctx: Context, answers: list[list[Outgoing]]
+    ) -> None:
+        for member_id in groups:
+            if member_id not in hold.members:  # first attempt: note who holds the member before us
+                holder = self._holds.get(member_id)
+                if holder is not None and not holder.released.is_set():
+                    hold.after[member_id] = holder
+                self._holds[member_id] = hold
+                hold.members.add(member_id)
+        waiting = {m: items for m, items in groups.items() if _held(hold, m)}
+        pending = {m: items for m, items in groups.items() if m not in waiting}
+        rounds = 0
+        while True:
+            if waiting and not pending:  # only members an earlier settlement holds: wait for it
+                await asyncio.gather(*(hold.after[m].released.wait() for m in waiting))
+            if waiting:
+                ready = {m: items for m, items in waiting.items() if not _held(hold, m)}
+                waiting = {m: items for m, items in waiting.items() if m not in ready}
+                pending = {**pending, **ready}
             if not pending:
-                break
-            plans = await self._decide(pending, ctx, answers)
-            conflicts = await self.store.save(plans)
+                return
+            rounds += 1
+            if rounds > MAX_ROUNDS:
+                raise StoreContention(f"{len(pending)} member(s) still contended after {MAX_ROUNDS} rounds")
+            conflicts = await self._round(pending, ctx, answers)
             if conflicts:
                 log.info("state of %d member(s) moved on while deciding; deciding again", len(conflicts))
             pending = {m: groups[m] for m in conflicts}
-        else:
-            raise StoreContention(f"{len(pending)} member(s) still contended after {MAX_ROUNDS} rounds")
-        return [out for per_record in answers for out in per_record]
 
-    async def _decide(
+    async def _round(
         self, groups: dict[str, list[_Item]], ctx: Context, answers: list[list[Outgoing]]
+    ) -> set[str]:
+        """Decide and save every member of `groups` once; returns the members whose save conflicted.
+
+        Members are independent of each other, so their slices overlap freely: every slice's read
+        is sent at once, and each slice's write goes out as soon as it is decided. A failure may
+        leave some slices written and others not; the batch is then retried as a whole, and the
+        written slices' messages are answered from their stored answers.
+        """
+        members = list(groups)
+        size = max(MIN_SLICE, -(-len(members) // SLICES))
+        slices = [
+            {m: groups[m] for m in members[start : start + size]} for start in range(0, len(members), size)
+        ]
+        loads = [
+            asyncio.ensure_future(self.store.load({m: _wants(items) for m, items in part.items()}))
+            for part in slices
+        ]
+        saves: list[asyncio.Future[set[str]]] = []
+        try:
+            for part, load in zip(slices, loads, strict=True):
+                plans = self._decide(part, await load, ctx, answers)
+                saves.append(asyncio.ensure_future(self.store.save(plans)))
+            conflicts: set[str] = set()
+            for save in saves:
+                conflicts |= await save
+            return conflicts
+        finally:  # after a failure, let what is still in flight end before the batch is retried
+            tasks: list[asyncio.Future[Any]] = [*loads, *saves]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _decide(
+        self,
+        groups: dict[str, list[_Item]],
+        loaded: dict[str, Loaded],
+        ctx: Context,
+        answers: list[list[Outgoing]],
     ) -> list[Plan]:
-        loaded = await self.store.load({m: _wants(items) for m, items in groups.items()})
         plans = []
         for member_id, items in groups.items():
             snapshot = loaded[member_id]
@@ -146,6 +242,12 @@ class Settler:
             if effect.ledger is not None:
                 plan.ledger = view.ledger
         return decision.events
+
+
+def _held(hold: Hold, member_id: str) -> bool:
+    """Whether an earlier, unfinished settlement still holds the member."""
+    earlier = hold.after.get(member_id)
+    return earlier is not None and not earlier.released.is_set()
 
 
 def _wants(items: list[_Item]) -> Wants:

@@ -123,12 +123,13 @@ def create_app(settings: Settings | None = None) -> FastStream:
         )
 
     @app.on_shutdown
-    async def stop_retrying() -> None:
-        handler.stopping = True
+    async def land() -> None:
+        handler.stopping = True  # no new batch, and a failing one is given up rather than retried
+        await handler.drain()  # batches in the air publish and commit while the consumer is open
 
     @app.after_shutdown
     async def close() -> None:
-        await handler.drain()  # the last batch's acknowledgements and commit
+        await handler.drain()
         await feed.stop()
         await publisher.stop()
         await store.redis.aclose()

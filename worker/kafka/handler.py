@@ -1,13 +1,17 @@
 """The batch handler behind the FastStream subscriber, and the commit strategy it owns.
 
 FastStream's per-message `ack()` commits without offsets; this worker never uses it (AckPolicy.MANUAL,
-auto-commit off). For each batch: settle against Redis (state and answers applied atomically), hand
-every answer to the producer, and — in a finisher task, so that the next batch is fetched and decided
-meanwhile — wait for the broker's acknowledgements, then commit explicit offsets (last offset + 1 per
-partition). A batch's answers go out only after the previous batch's are acknowledged, so a member's
-events keep their order. Redis or Kafka failing means no commit: the work is retried with back-off
-until it succeeds, the worker stops, or the partitions are revoked — a message is never skipped. On
-revocation the listener waits for the in-flight batch and its finisher before the partitions move.
+auto-commit off). Each batch becomes a *flight*: settle against Redis (state and answers applied
+atomically), then — after the previous flight has committed, so a member's events keep their order
+— hand every answer to the producer, wait for the broker's acknowledgements, and commit explicit
+offsets (last offset + 1 per partition). The handler returns as soon as the previous flight is
+settled, so the next batch is decoded and decided while this one's last Redis writes, its
+acknowledgements and its commit are on their way; at most three flights are alive at once.
+
+Redis or Kafka failing means no commit: a flight retries with back-off until it succeeds, the worker
+stops, or its partitions are revoked — a message is never skipped, and once a flight gives up, no
+later flight commits. On revocation the listener waits for every flight before the partitions move;
+on shutdown the worker takes no new batch and lets the flights in the air land and commit.
 """
 
 from __future__ import annotations
@@ -27,9 +31,21 @@ from worker.intake import Source
 from worker.kafka.publisher import Publisher
 from worker.replay import now_text
 from worker.settings import Settings
-from worker.settlement import Outgoing, Record, Settler
+from worker.settlement import Hold, Outgoing, Record, Settler
 
 log = logging.getLogger("worker.handler")
+
+
+class _Flight:
+    """One batch on its way: settling, then publishing, then committing."""
+
+    def __init__(self, records: list[Record], previous: _Flight | None) -> None:
+        self.records = records
+        self.previous = previous
+        self.hold = Hold()
+        self.settled = asyncio.Event()  # its state is in Redis (or it was given up)
+        self.done = asyncio.Event()  # committed, or given up
+        self.landed = False  # answers acknowledged (or none due): later flights may commit past it
 
 
 class BatchHandler:
@@ -37,48 +53,80 @@ class BatchHandler:
         self.settler = settler
         self.publisher = publisher
         self.settings = settings
-        self.idle = asyncio.Event()
-        self.idle.set()
-        self.finisher: asyncio.Task[None] | None = None
+        self.last: _Flight | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
         self.batches = 0
         self.records = 0
 
     async def handle(self, raw: Sequence[ConsumerRecord[bytes, bytes]], consumer: AIOKafkaConsumer) -> None:
-        """Never raises: raising would let FastStream move on past an unsettled batch."""
+        """Launch the batch's flight; return once the flight before it is settled. Never raises:
+        raising would let FastStream move on past an unsettled batch."""
         if not raw:
             return
-        self.idle.clear()
-        try:
-            await self._handle(raw, consumer)
-        finally:
-            self.idle.set()
+        if self.stopping:  # uncommitted, so redelivered after the restart
+            log.info("stopping: %d records left for redelivery", len(raw))
+            return
+        batch = [Record(Source(r.topic, r.partition, r.offset), r.key, r.value or b"") for r in raw]
+        previous = self.last
+        flight = self.last = _Flight(batch, previous)
+        task = asyncio.create_task(self._fly(flight, consumer))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        if previous is not None:
+            await previous.settled.wait()  # two batches settle at once, no more
+            if previous.previous is not None:
+                await previous.previous.done.wait()  # and one more is publishing
 
     async def quiesce(self) -> None:
-        """No batch in the handler and none waiting for acknowledgements or its commit."""
-        await self.idle.wait()
-        await self.drain()
+        """Every flight in the air has landed: committed, or given up."""
+        if self.last is not None:
+            await self.last.done.wait()
 
-    async def _handle(self, raw: Sequence[ConsumerRecord[bytes, bytes]], consumer: AIOKafkaConsumer) -> None:
-        batch = [Record(Source(r.topic, r.partition, r.offset), r.key, r.value or b"") for r in raw]
+    async def drain(self) -> None:
+        await self.quiesce()
+
+    async def _fly(self, flight: _Flight, consumer: AIOKafkaConsumer) -> None:
+        try:
+            try:
+                outgoing = await self._settle(flight, consumer)
+            finally:
+                self.settler.release(flight.hold)
+                flight.settled.set()
+            if flight.previous is not None:
+                await flight.previous.done.wait()  # its answers go out and its offsets commit first
+                if not flight.previous.landed:
+                    log.warning("an earlier batch was given up; not committing a later one")
+                    return
+            if outgoing is not None and await self._publish(outgoing):
+                flight.landed = await self._commit(consumer, flight.records)
+        except Exception:  # a bug here must not leave the flights after this one waiting forever
+            log.exception("batch failed unexpectedly; it is not committed")
+        finally:
+            flight.previous = None  # let finished flights be collected
+            flight.done.set()
+
+    async def _settle(self, flight: _Flight, consumer: AIOKafkaConsumer) -> list[Outgoing] | None:
+        """Settle the batch's records that are still ours; None if the batch was given up."""
         delay = 0.2
         failing_since: float | None = None
         while True:
             assigned = consumer.assignment()
-            live = [r for r in batch if TopicPartition(r.source.topic, r.source.partition) in assigned]
+            live = [
+                r for r in flight.records if TopicPartition(r.source.topic, r.source.partition) in assigned
+            ]
             if not live:
                 log.info("partitions of an unfinished batch were revoked; the new owner answers it")
-                return
+                flight.records = []
+                return []
             try:
-                outgoing = await self.settler.settle(live, now_text())
-                await self.drain()  # the previous batch's answers are acknowledged before ours go out
-                acks = await self.publisher.send(outgoing)
-            except Exception as exc:  # Redis down, broker unreachable, or a bug: never skip, never commit
+                outgoing = await self.settler.settle(live, now_text(), flight.hold)
+            except Exception as exc:  # Redis down, or a bug: never skip, never commit
                 if self.stopping:
                     log.warning(
                         "stopping with an unsettled batch (%s): not committed, it will be redelivered", exc
                     )
-                    return
+                    return None
                 failing_since = failing_since or time.monotonic()
                 log.warning(
                     "batch of %d records not settled (%s: %s) for %.0f s; not committing, retrying in %.1f s",
@@ -95,51 +143,35 @@ class BatchHandler:
                 log.warning(
                     "batch settled after %.0f s of failures; resuming", time.monotonic() - failing_since
                 )
-            self.finisher = asyncio.create_task(self._finish(consumer, live, outgoing, acks))
-            return
+            flight.records = live
+            return outgoing
 
-    async def drain(self) -> None:
-        """Wait until the last batch's answers are acknowledged and its offsets committed."""
-        if self.finisher is not None:
-            await self.finisher
-            self.finisher = None
-
-    async def _finish(
-        self,
-        consumer: AIOKafkaConsumer,
-        records: Sequence[Record],
-        outgoing: Sequence[Outgoing],
-        acks: list[asyncio.Future[Any]],
-    ) -> None:
-        """Commit a batch once the broker has acknowledged all of its answers (sending again if needed)."""
+    async def _publish(self, outgoing: Sequence[Outgoing]) -> bool:
+        """Send the answers and wait until the broker has acknowledged them all, sending again after
+        a failure; False if the worker stops first."""
         delay = 0.2
-        pending: list[asyncio.Future[Any]] | None = acks
         while True:
             try:
-                if pending is None:
-                    pending = await self.publisher.send(outgoing)
-                await asyncio.gather(*pending)
-                break
+                await self.publisher.publish(outgoing)
+                return True
             except Exception as exc:
                 if self.stopping:
                     log.warning(
                         "stopping with unacknowledged answers (%s): not committed, redelivered later", exc
                     )
-                    return
+                    return False
                 log.warning(
                     "answers not acknowledged (%s); not committing, sending again in %.1f s", exc, delay
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_seconds)
-                pending = None
+
+    async def _commit(self, consumer: AIOKafkaConsumer, records: Sequence[Record]) -> bool:
         if self.settings.fault_crash_before_commit:
             log.error("fault injection: killed after publishing, before committing")
             os.kill(os.getpid(), signal.SIGKILL)
-        await self._commit(consumer, records)
         self.batches += 1
         self.records += len(records)
-
-    async def _commit(self, consumer: AIOKafkaConsumer, records: Sequence[Record]) -> None:
         offsets: dict[TopicPartition, int] = {}
         for record in records:
             tp = TopicPartition(record.source.topic, record.source.partition)
@@ -147,13 +179,14 @@ class BatchHandler:
         assigned = consumer.assignment()
         offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
         if not offsets:
-            return
+            return True
         try:
             await consumer.commit(offsets)
         except (KafkaError, AssertionError) as exc:  # e.g. a rebalance: redelivery is answered from Redis
             log.warning(
                 "offset commit failed (%s); the batch will be redelivered and re-answered identically", exc
             )
+        return True
 
 
 class CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -164,7 +197,7 @@ class CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self.timeout = timeout
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        if self.handler.idle.is_set() and self.handler.finisher is None:
+        if self.handler.last is None or self.handler.last.done.is_set():
             return
         log.info(
             "partitions %s revoked during a batch: finishing it first", sorted(str(tp) for tp in revoked)

@@ -72,6 +72,7 @@ class Received:
     key: bytes | None
     event: dict[str, Any]
     timestamp_ms: int
+    offset: int = -1
 
 
 async def collect(
@@ -93,7 +94,7 @@ async def collect(
             batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
             for records in batches.values():
                 for r in records:
-                    out.append(Received(r.topic, r.partition, r.key, orjson.loads(r.value), r.timestamp))
+                    out.append(Received(r.topic, r.partition, r.key, orjson.loads(r.value), r.timestamp, r.offset))
         return out
     finally:
         await consumer.stop()
