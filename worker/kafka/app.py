@@ -29,6 +29,11 @@ from worker.settings import Settings
 from worker.settlement import Settler
 
 log = logging.getLogger("worker")
+GC_THRESHOLDS = (20_000, 20, 100)
+"""The cyclic GC's default first threshold (700 allocations) runs a collection every few claims, and
+the older generations, holding the profile cache, follow often: measured at ~15% of the worker's CPU.
+A batch allocates tens of thousands of short-lived, acyclic objects; collecting every 20,000 keeps
+memory flat at a fraction of the cost."""
 
 
 async def _raw_bodies(message: Any) -> Any:
@@ -109,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
         await _until_done("loading reference data", feed.bootstrap, settings)
         feed.follow()
         gc.freeze()  # what exists now lives for the whole run: keep the cyclic GC off it
+        gc.set_threshold(*GC_THRESHOLDS)
 
     @app.after_startup
     async def ready() -> None:

@@ -2,16 +2,18 @@
 
 FastStream's per-message `ack()` commits without offsets; this worker never uses it (AckPolicy.MANUAL,
 auto-commit off). Each batch becomes a *flight*: settle against Redis (state and answers applied
-atomically), then — after the previous flight has committed, so a member's events keep their order
-— hand every answer to the producer, wait for the broker's acknowledgements, and commit explicit
-offsets (last offset + 1 per partition). The handler returns as soon as the previous flight is
-settled, so the next batch is decoded and decided while this one's last Redis writes, its
-acknowledgements and its commit are on their way; at most three flights are alive at once.
+atomically); once the previous flight's answers are acknowledged (so a member's events keep their
+order), hand every answer to the producer and wait for the broker's acknowledgements; once the
+previous flight has committed, commit explicit offsets (last offset + 1 per partition). The handler
+returns as soon as the previous flight is settled, so the next batch is decoded and decided while
+this one's last Redis writes, its acknowledgements and its commit are on their way; at most three
+flights are alive at once.
 
 Redis or Kafka failing means no commit: a flight retries with back-off until it succeeds, the worker
 stops, or its partitions are revoked — a message is never skipped, and once a flight gives up, no
-later flight commits. On revocation the listener waits for every flight before the partitions move;
-on shutdown the worker takes no new batch and lets the flights in the air land and commit.
+later flight publishes or commits. On revocation the listener waits for every flight before the
+partitions move; on shutdown the worker takes no new batch and lets the flights in the air land and
+commit.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ class _Flight:
         self.previous = previous
         self.hold = Hold()
         self.settled = asyncio.Event()  # its state is in Redis (or it was given up)
-        self.done = asyncio.Event()  # committed, or given up
-        self.landed = False  # answers acknowledged (or none due): later flights may commit past it
+        self.answered = asyncio.Event()  # its answers are acknowledged (or it was given up)
+        self.done = asyncio.Event()  # committed (or given up)
+        self.landed_so_far = False  # its answers and every earlier flight's are acknowledged
 
 
 class BatchHandler:
@@ -87,23 +90,31 @@ class BatchHandler:
         await self.quiesce()
 
     async def _fly(self, flight: _Flight, consumer: AIOKafkaConsumer) -> None:
+        previous = flight.previous
         try:
             try:
                 outgoing = await self._settle(flight, consumer)
             finally:
                 self.settler.release(flight.hold)
                 flight.settled.set()
-            if flight.previous is not None:
-                await flight.previous.done.wait()  # its answers go out and its offsets commit first
-                if not flight.previous.landed:
-                    log.warning("an earlier batch was given up; not committing a later one")
-                    return
-            if outgoing is not None and await self._publish(outgoing):
-                flight.landed = await self._commit(consumer, flight.records)
+            if previous is not None:
+                await previous.answered.wait()  # a member's events go out in order
+            if outgoing is None or (previous is not None and not previous.landed_so_far):
+                log.warning("a batch was given up; later batches are neither published nor committed")
+                return
+            if not await self._publish(outgoing):
+                return
+            flight.landed_so_far = True
+            flight.answered.set()
+            if previous is not None:
+                await previous.done.wait()  # offsets are committed in order
+            await self._commit(consumer, flight.records)
         except Exception:  # a bug here must not leave the flights after this one waiting forever
             log.exception("batch failed unexpectedly; it is not committed")
+            flight.landed_so_far = False
         finally:
             flight.previous = None  # let finished flights be collected
+            flight.answered.set()
             flight.done.set()
 
     async def _settle(self, flight: _Flight, consumer: AIOKafkaConsumer) -> list[Outgoing] | None:
@@ -166,7 +177,7 @@ class BatchHandler:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_seconds)
 
-    async def _commit(self, consumer: AIOKafkaConsumer, records: Sequence[Record]) -> bool:
+    async def _commit(self, consumer: AIOKafkaConsumer, records: Sequence[Record]) -> None:
         if self.settings.fault_crash_before_commit:
             log.error("fault injection: killed after publishing, before committing")
             os.kill(os.getpid(), signal.SIGKILL)
@@ -179,14 +190,13 @@ class BatchHandler:
         assigned = consumer.assignment()
         offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
         if not offsets:
-            return True
+            return
         try:
             await consumer.commit(offsets)
         except (KafkaError, AssertionError) as exc:  # e.g. a rebalance: redelivery is answered from Redis
             log.warning(
                 "offset commit failed (%s); the batch will be redelivered and re-answered identically", exc
             )
-        return True
 
 
 class CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]

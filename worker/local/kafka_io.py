@@ -94,7 +94,9 @@ async def collect(
             batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
             for records in batches.values():
                 for r in records:
-                    out.append(Received(r.topic, r.partition, r.key, orjson.loads(r.value), r.timestamp, r.offset))
+                    out.append(
+                        Received(r.topic, r.partition, r.key, orjson.loads(r.value), r.timestamp, r.offset)
+                    )
         return out
     finally:
         await consumer.stop()
