@@ -21,7 +21,7 @@ from tests.builders import NANCHANG_FACILITIES, NANJING_FACILITIES, claim, line,
 from tests.conftest import EXAMPLES
 from tests.kafka_support import Cluster, actual_streams, expected_streams, split_reference
 from worker.adapters.redis_client import connect
-from worker.adapters.redis_store import member_key
+from worker.adapters.redis_store import decode_ledger, member_key
 from worker.bench import synthetic
 from worker.local.kafka_io import collect
 from worker.local.services import (
@@ -69,7 +69,7 @@ async def _ledgers_in_redis(url: str, members: list[str]) -> dict[str, dict]:
         for mid in members:
             data = await client.hget(member_key(mid, "ledger"), "d")
             if data:
-                out[mid] = orjson.loads(data)
+                out[mid] = decode_ledger(data).to_dict()
         return out
     finally:
         await client.aclose()
@@ -254,7 +254,9 @@ async def test_sigterm_mid_stream_commits_exactly_what_was_answered(world: Clust
     per_claim = Counter(r.event["claim_id"] for r in received)
     assert len(per_claim) == count and set(per_claim.values()) == {1}
     member_ids = [synthetic.member_id(n) for n in range(members)]
-    assert await _ledgers_in_redis(world.settings.redis_url, member_ids) == _ledgers_of_replay([*reference, *claims])
+    assert await _ledgers_in_redis(world.settings.redis_url, member_ids) == _ledgers_of_replay(
+        [*reference, *claims]
+    )
 
 
 async def test_sigkill_before_commit_never_credits_or_debits_twice(

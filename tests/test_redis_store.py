@@ -10,13 +10,24 @@ import orjson
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from contracts.wire import Emitted
 from tests.builders import NANCHANG_FACILITIES, account, claim, line, member, raw, reversal
 from tests.conftest import EXAMPLE_NAMES, EXAMPLES, assert_matches_expected
 from tests.redis_support import RedisHarness
 from worker.adapters.redis_client import connect
-from worker.adapters.redis_store import Plan, RedisStore, Wants, member_key
+from worker.adapters.redis_store import (
+    Plan,
+    RedisStore,
+    Wants,
+    decode_ledger,
+    decode_record,
+    encode_ledger,
+    encode_record,
+    member_key,
+)
 from worker.bench import synthetic
 from worker.domain.policy import PolicyBook
+from worker.domain.state import Accumulators, ClaimRecord, Ledger
 from worker.intake import Source
 from worker.local.services import RedisService
 from worker.settlement import Hold, Outgoing, Record
@@ -81,9 +92,9 @@ async def test_racing_workers_never_double_apply(redis_store: RedisStore, polici
     results = await asyncio.gather(
         *(h.resend(records[i::3] + records) for i, h in enumerate([one, two, one, two]))
     )
-    ledger = orjson.loads((await redis_store.redis.hget(member_key("M", "ledger"), "d")) or b"{}")
-    assert ledger["years"]["2023"][4] == 40  # claims counted once each
-    assert ledger["years"]["2023"][0] == 40 * 30000
+    ledger = decode_ledger(await redis_store.redis.hget(member_key("M", "ledger"), "d"))
+    assert ledger.years[2023].claims == 40  # claims counted once each
+    assert ledger.years[2023].counted == 40 * 30000
     settled = {e["claim_id"]: e for r in results for e in r if e["type"] == "claim.settled"}
     assert len(settled) == 40
     for result in results:  # every worker publishes the same answer for the same claim
@@ -250,3 +261,17 @@ async def test_a_batch_retried_after_a_failure_is_not_overtaken(
         assert ledgers == await _ledgers(clean.store, 4)
     finally:
         await client.aclose()
+
+
+def test_ledger_and_record_encodings_round_trip() -> None:
+    ledger = Ledger(
+        {2023: Accumulators(5, 4, 3, 2, 1), 2024: Accumulators(9, 8, 7, 6, 5)}, 1234, True, 2024, True, 3
+    )
+    assert decode_ledger(encode_ledger(ledger)) == ledger
+    assert decode_ledger(encode_ledger(Ledger())) == Ledger()
+    settled = Emitted("claim.settled", orjson.dumps({"note": "line\nbreak", "cn": "门诊"}))
+    record = ClaimRecord("C1", "M", "fp", 2023, Accumulators(1, 2, 3, 4, 1), 10, 20, None, settled)
+    assert decode_record("C1", encode_record(record)) == record
+    record.reversed = Emitted("claim.reversed", orjson.dumps({"type": "claim.reversed"}))
+    record.cap_fen = 600_000
+    assert decode_record("C1", encode_record(record)) == record

@@ -251,18 +251,17 @@ def _held(hold: Hold, member_id: str) -> bool:
 
 
 def _wants(items: list[_Item]) -> Wants:
-    sources: list[Source] = []
-    claim_ids: dict[str, None] = {}  # ordered sets
-    request_ids: dict[str, None] = {}
-    period_keys: dict[str, None] = {}
+    want = Wants([item.record.source for item in items])
     for item in items:
-        sources.append(item.record.source)
         message = item.message
-        if isinstance(message, ClaimSubmitted | ClaimReversalRequested):
-            claim_ids[message.claim_id] = None
+        if isinstance(message, (ClaimSubmitted, ClaimReversalRequested)):  # a tuple: faster than a union
+            if message.claim_id not in want.claim_ids:
+                want.claim_ids.append(message.claim_id)
         else:
-            request_ids[message.request_id] = None
+            request_id = message.request_id
+            if request_id not in want.request_ids:
+                want.request_ids.append(request_id)
             key = period_key(message)
-            if key is not None:
-                period_keys[key] = None
-    return Wants(sources, list(claim_ids), list(request_ids), list(period_keys))
+            if key is not None and key not in want.period_keys:
+                want.period_keys.append(key)
+    return want

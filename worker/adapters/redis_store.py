@@ -34,7 +34,7 @@ from redis.exceptions import NoScriptError
 
 from contracts.inbound import MemberProfile
 from contracts.wire import Emitted
-from worker.domain.state import ClaimRecord, Ledger, MemberView
+from worker.domain.state import Accumulators, ClaimRecord, Ledger, MemberView
 from worker.intake import Source
 
 RedisClient = Redis | RedisCluster
@@ -54,13 +54,75 @@ def request_owner_key(request_id: str) -> str:
     return f"request-owner:{request_id}"
 
 
-def source_key(member_id: str, source: Source) -> str:
-    return member_key(member_id, "msg", source.topic, str(source.partition), str(source.offset))
+def source_key(prefix: str, source: Source) -> str:
+    """The answer key of an inbound message; `prefix` is `member_key(member_id, "")`."""
+    return f"{prefix}msg:{source.topic}:{source.partition}:{source.offset}"
 
 
-def pack(events: Iterable[Emitted]) -> bytes:
+def pack(events: Sequence[Emitted]) -> bytes:
     """Events as `type TAB json` lines (compact JSON never holds a raw newline or tab)."""
+    if len(events) == 1:
+        return events[0].type.encode() + b"\t" + events[0].data
     return b"\n".join(e.type.encode() + b"\t" + e.data for e in events)
+
+
+def encode_ledger(ledger: Ledger) -> bytes:
+    """A ledger as one flat JSON array: balance, closed, the incentive triple, then six numbers per
+    year (year, counted, capped fund, fund, incentive fund, claims). Read for every member of
+    every batch, so it is kept small and cheap to parse."""
+    flat: list[Any] = [
+        ledger.balance,
+        ledger.closed,
+        ledger.incentive_year,
+        ledger.incentive_qualified,
+        ledger.incentive_streak,
+    ]
+    for year, acc in ledger.years.items():
+        flat += (year, acc.counted, acc.capped_fund, acc.fund, acc.incentive_fund, acc.claims)
+    return orjson.dumps(flat)
+
+
+def decode_ledger(raw: bytes) -> Ledger:
+    flat = orjson.loads(raw)
+    years = {flat[i]: Accumulators(*flat[i + 1 : i + 6]) for i in range(5, len(flat), 6)}
+    return Ledger(years, flat[0], flat[1], flat[2], flat[3], flat[4])
+
+
+def encode_record(record: ClaimRecord) -> bytes:
+    """A claim record as a JSON header line followed by its answers' bytes, one per line, as they
+    went out (compact JSON holds no raw newline), so they are neither escaped nor re-encoded."""
+    header = orjson.dumps(
+        [
+            record.member_id,
+            record.fingerprint,
+            record.year,
+            record.delta.to_list(),
+            record.account_pay,
+            record.fund_pay,
+            record.cap_fen,
+        ]
+    )
+    parts = [header, record.settled.data]
+    if record.reversed is not None:
+        parts.append(record.reversed.data)
+    return b"\n".join(parts)
+
+
+def decode_record(claim_id: str, raw: bytes) -> ClaimRecord:
+    header, settled, *reversed_ = raw.split(b"\n")
+    member_id, content, year, delta, account_pay, fund_pay, cap = orjson.loads(header)
+    return ClaimRecord(
+        claim_id,
+        member_id,
+        content,
+        year,
+        Accumulators.from_list(delta),
+        account_pay,
+        fund_pay,
+        cap,
+        Emitted("claim.settled", settled),
+        Emitted("claim.reversed", reversed_[0]) if reversed_ else None,
+    )
 
 
 def message_digest(raw: bytes) -> bytes:
@@ -168,46 +230,50 @@ class RedisStore:
         groups = self._groups(wants)
         calls: list[Call] = []
         separate_owner_keys: list[str] = []
+        sizes: list[int] = []  # per group: the length of its members' sections in the reply
         for group in groups:
             keys: list[str] = []
             counts: list[int] = []
             owner_keys: list[str] = []
             for member_id in group:
                 want = wants[member_id]
-                own = [source_key(member_id, s) for s in want.sources]
-                own += [member_key(member_id, "claim", c) for c in want.claim_ids]
-                own += [member_key(member_id, "answer", r) for r in want.request_ids]
-                own += [member_key(member_id, "period", k) for k in want.period_keys]
-                keys += [member_key(member_id, "ledger"), member_key(member_id, "profile"), *own]
-                counts.append(len(own))
-                owner_keys += [claim_owner_key(c) for c in want.claim_ids]
-                owner_keys += [request_owner_key(r) for r in want.request_ids]
+                prefix = member_key(member_id, "")
+                keys.append(prefix + "ledger")
+                keys.append(prefix + "profile")
+                for source in want.sources:
+                    keys.append(source_key(prefix, source))
+                for claim_id in want.claim_ids:
+                    keys.append(prefix + "claim:" + claim_id)
+                    owner_keys.append(claim_owner_key(claim_id))
+                for request_id in want.request_ids:
+                    keys.append(prefix + "answer:" + request_id)
+                    owner_keys.append(request_owner_key(request_id))
+                for period in want.period_keys:
+                    keys.append(prefix + "period:" + period)
+                counts.append(
+                    len(want.sources) + len(want.claim_ids) + len(want.request_ids) + len(want.period_keys)
+                )
+            sizes.append(sum(counts) + 3 * len(group))
             if self.cluster:  # other slots: read with plain GETs below
                 separate_owner_keys += owner_keys
                 owner_keys = []
-            all_keys = [*keys, *owner_keys]
-            calls.append(("evalsha", (self._sha["load"], len(all_keys), *all_keys, len(group), *counts), {}))
+            keys += owner_keys
+            calls.append(("evalsha", (self._sha["load"], len(keys), *keys, len(group), *counts), {}))
         calls += [("get", (key,), {}) for key in separate_owner_keys]
         results = await self._batch(calls)
-        separate = iter(results[len(groups) :])
         loaded: dict[str, Loaded] = {}
         foreign: list[tuple[str, str, str]] = []  # (member, request id, owner)
-        for group, row in zip(groups, results, strict=False):
-            values = iter(row)
-            sections = []
+        separate = results[len(groups) :]
+        at_owner = 0
+        for group, size, row in zip(groups, sizes, results, strict=False):
+            if not self.cluster:  # the owners follow the members' sections, in order
+                separate, at_owner = row, size
+            at = 0
             for member_id in group:
                 want = wants[member_id]
-                size = (
-                    3
-                    + len(want.sources)
-                    + len(want.claim_ids)
-                    + len(want.request_ids)
-                    + len(want.period_keys)
+                loaded[member_id], at, at_owner = self._snapshot(
+                    member_id, want, row, at, separate, at_owner, foreign
                 )
-                sections.append((member_id, want, [next(values) for _ in range(size)]))
-            owners = separate if self.cluster else values  # trailing values are the owners, in order
-            for member_id, want, section in sections:
-                loaded[member_id] = self._snapshot(member_id, want, section, owners, foreign)
         if foreign:
             await self._load_foreign_answers(loaded, foreign)
         return loaded
@@ -217,34 +283,54 @@ class RedisStore:
         member_id: str,
         want: Wants,
         row: Sequence[bytes],
-        owners: Any,
+        at: int,
+        owners: Sequence[bytes],
+        at_owner: int,
         foreign: list[tuple[str, str, str]],
-    ) -> Loaded:
-        version, ledger_json, profile_json, *values = row
-        ledger = Ledger.from_dict(orjson.loads(ledger_json)) if ledger_json else Ledger()
-        values_iter = iter(values)
-        answered = {s: _unpack_answer(v) for s in want.sources if (v := next(values_iter))}
-        claims = {
-            c: ClaimRecord.from_dict(c, orjson.loads(v)) for c in want.claim_ids if (v := next(values_iter))
-        }
-        answers = {r: unpack(v)[0] for r in want.request_ids if (v := next(values_iter))}
-        periods = {k for k in want.period_keys if next(values_iter)}
-        claim_owners = {c: o.decode() for c in want.claim_ids if (o := next(owners))}
+    ) -> tuple[Loaded, int, int]:
+        """One member's view from its section of a load script's reply, starting at `at`, and its
+        owners' from `owners` at `at_owner`; returns the view and where the next member's begin."""
+        version, ledger_raw, profile_raw = row[at], row[at + 1], row[at + 2]
+        at += 3
+        answered: dict[Source, tuple[bytes, list[Emitted]]] = {}
+        for source in want.sources:
+            if value := row[at]:
+                answered[source] = _unpack_answer(value)
+            at += 1
+        claims: dict[str, ClaimRecord] = {}
+        claim_owners: dict[str, str] = {}
+        for claim_id in want.claim_ids:
+            if value := row[at]:
+                claims[claim_id] = decode_record(claim_id, value)
+            if owner := owners[at_owner]:
+                claim_owners[claim_id] = owner.decode()
+            at += 1
+            at_owner += 1
+        answers: dict[str, Emitted] = {}
         for request_id in want.request_ids:
-            owner = next(owners)
-            if owner and owner.decode() != member_id and request_id not in answers:
+            if value := row[at]:
+                answers[request_id] = unpack(value)[0]
+            owner = owners[at_owner]
+            if owner and request_id not in answers and owner.decode() != member_id:
                 foreign.append((member_id, request_id, owner.decode()))
+            at += 1
+            at_owner += 1
+        periods: set[str] = set()
+        for period in want.period_keys:
+            if row[at]:
+                periods.add(period)
+            at += 1
         view = MemberView(
             member_id,
-            self._profile(profile_json) if profile_json else None,
-            ledger,
+            self._profile(profile_raw) if profile_raw else None,
+            decode_ledger(ledger_raw) if ledger_raw else Ledger(),
             claims,
             claim_owners,
             answers,
             periods,
             int(version),
         )
-        return Loaded(view, answered)
+        return Loaded(view, answered), at, at_owner
 
     async def _load_foreign_answers(
         self, loaded: dict[str, Loaded], foreign: list[tuple[str, str, str]]
@@ -254,6 +340,12 @@ class RedisStore:
         for (member_id, request_id, _), value in zip(foreign, await self._batch(calls), strict=True):
             if value:
                 loaded[member_id].view.answers[request_id] = unpack(value)[0]
+
+    def remember_profile(self, raw: bytes, profile: MemberProfile) -> None:
+        """Keep a profile the reference feed has just validated, so that a member's first claim
+        finds it parsed (the cache is keyed by the exact bytes stored in Redis)."""
+        if len(self._profiles) < _PROFILE_CACHE_SIZE:
+            self._profiles[raw] = profile
 
     def _profile(self, raw: bytes) -> MemberProfile:
         profile = self._profiles.get(raw)
@@ -293,28 +385,32 @@ class RedisStore:
         return conflicts
 
     def _apply_section(self, plan: Plan, keys: list[str], args: list[Any]) -> None:
-        mid = plan.member_id
-        index_keys: list[str] = []
+        prefix = member_key(plan.member_id, "")
+        keys.append(prefix + "ledger")
+        index_count = 0
         if not self.cluster:
-            index_keys = [claim_owner_key(c) for c in plan.new_claim_ids]
-            index_keys += [request_owner_key(r) for r in plan.new_request_ids]
-        answer_keys = [source_key(mid, source) for source, _, _ in plan.answers]
-        answer_values = [digest + b"\n" + pack(events) for _, digest, events in plan.answers]
-        other_keys: list[str] = []
-        other_values: list[bytes] = []
+            for claim_id in plan.new_claim_ids:
+                keys.append(claim_owner_key(claim_id))
+            for request_id in plan.new_request_ids:
+                keys.append(request_owner_key(request_id))
+            index_count = len(plan.new_claim_ids) + len(plan.new_request_ids)
+        values: list[bytes] = []
+        for source, digest, events in plan.answers:
+            keys.append(source_key(prefix, source))
+            values.append(digest + b"\n" + pack(events))
         for claim_id, record in plan.claims.items():
-            other_keys.append(member_key(mid, "claim", claim_id))
-            other_values.append(orjson.dumps(record.to_dict()))
+            keys.append(prefix + "claim:" + claim_id)
+            values.append(encode_record(record))
         for request_id, answer in plan.requests.items():
-            other_keys.append(member_key(mid, "answer", request_id))
-            other_values.append(pack([answer]))
+            keys.append(prefix + "answer:" + request_id)
+            values.append(pack([answer]))
         for period in plan.periods:
-            other_keys.append(member_key(mid, "period", period))
-            other_values.append(b"1")
-        ledger = orjson.dumps(plan.ledger.to_dict()) if plan.ledger is not None else b""
-        keys += [member_key(mid, "ledger"), *index_keys, *answer_keys, *other_keys]
-        args += [mid, plan.version, ledger, len(index_keys), len(answer_keys), len(other_keys)]
-        args += [*answer_values, *other_values]
+            keys.append(prefix + "period:" + period)
+            values.append(b"1")
+        ledger = encode_ledger(plan.ledger) if plan.ledger is not None else b""
+        others = len(plan.claims) + len(plan.requests) + len(plan.periods)
+        args += [plan.member_id, plan.version, ledger, index_count, len(plan.answers), others]
+        args += values
 
     # ---------------------------------------------------------------- reference data
 

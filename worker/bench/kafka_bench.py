@@ -94,7 +94,7 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 async def _offer(bootstrap: str, topic: str, claims: list[dict[str, Any]], rate: int) -> dict[str, int]:
     """Publish at `rate` claims/s in 10 ms ticks; returns claim id → send time (ms)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
     await producer.start()
     sent: dict[str, int] = {}
     try:

@@ -74,24 +74,13 @@ class Ledger:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """A readable form, for comparing ledgers in tests and tools (stores keep their own)."""
         return {
             "years": {str(y): a.to_list() for y, a in self.years.items()},
             "balance": self.balance,
             "closed": self.closed,
             "incentive": [self.incentive_year, self.incentive_qualified, self.incentive_streak],
         }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Ledger:
-        year, qualified, streak = data["incentive"]
-        return cls(
-            {int(y): Accumulators.from_list(v) for y, v in data["years"].items()},
-            data["balance"],
-            data["closed"],
-            year,
-            qualified,
-            streak,
-        )
 
 
 @dataclass(slots=True)
@@ -112,35 +101,6 @@ class ClaimRecord:
     cap_fen: int | None
     settled: Emitted
     reversed: Emitted | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "member": self.member_id,
-            "fp": self.fingerprint,
-            "year": self.year,
-            "delta": self.delta.to_list(),
-            "account_pay": self.account_pay,
-            "fund_pay": self.fund_pay,
-            "cap": self.cap_fen,
-            "settled": self.settled.data.decode(),
-            "reversed": self.reversed.data.decode() if self.reversed else None,
-        }
-
-    @classmethod
-    def from_dict(cls, claim_id: str, data: dict[str, Any]) -> ClaimRecord:
-        reversed_ = data["reversed"]
-        return cls(
-            claim_id,
-            data["member"],
-            data["fp"],
-            data["year"],
-            Accumulators.from_list(data["delta"]),
-            data["account_pay"],
-            data["fund_pay"],
-            data["cap"],
-            Emitted("claim.settled", data["settled"].encode()),
-            Emitted("claim.reversed", reversed_.encode()) if reversed_ is not None else None,
-        )
 
 
 @dataclass(slots=True)

@@ -135,6 +135,7 @@ class ReferenceFeed:
             message = decoded.message
             if isinstance(message, MemberProfile) and record.topic == self.settings.topic_profiles:
                 profiles.append((message.member_id, record.offset, record.value))
+                self.store.remember_profile(record.value, message)
             elif isinstance(message, FacilityRegistered) and record.topic == self.settings.topic_facilities:
                 self.facilities[message.facility_id] = message
             else:
