@@ -33,7 +33,10 @@ class Settings(BaseSettings):
     create_topics: bool = True
 
     batch_size: int = Field(500, ge=1)
-    """Most records handled (and committed) together."""
+    """Most records settled and committed together (one Redis round trip each way, one commit)."""
+    poll_max_records: int = Field(10_000, ge=1)
+    """Most records taken from the consumer at once, then settled `batch_size` at a time. Taking
+    all that a fetch brought lets the consumer fetch the next records meanwhile."""
     batch_timeout_ms: int = Field(20, ge=0)
     """How long a poll waits to fill a batch."""
     fetch_max_wait_ms: int = Field(20, ge=0)
@@ -43,7 +46,8 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(30.0, gt=0)
     """Longest back-off between attempts while Redis or Kafka is failing."""
     graceful_timeout_seconds: float = Field(30.0, gt=0)
-    producer_linger_ms: int = Field(2, ge=0)
+    producer_linger_ms: int = Field(0, ge=0)
+    """The publisher hands the producer whole record batches, so lingering would only add latency."""
     producer_idempotence: bool = False
     """Turn on with Apache Kafka; the local test broker does not support it."""
     log_level: str = "INFO"

@@ -63,23 +63,28 @@ class BatchHandler:
         self.records = 0
 
     async def handle(self, raw: Sequence[ConsumerRecord[bytes, bytes]], consumer: AIOKafkaConsumer) -> None:
-        """Launch the batch's flight; return once the flight before it is settled. Never raises:
-        raising would let FastStream move on past an unsettled batch."""
-        if not raw:
-            return
-        if self.stopping:  # uncommitted, so redelivered after the restart
-            log.info("stopping: %d records left for redelivery", len(raw))
-            return
-        batch = [Record(Source(r.topic, r.partition, r.offset), r.key, r.value or b"") for r in raw]
-        previous = self.last
-        flight = self.last = _Flight(batch, previous)
-        task = asyncio.create_task(self._fly(flight, consumer))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        if previous is not None:
-            await previous.settled.wait()  # two batches settle at once, no more
-            if previous.previous is not None:
-                await previous.previous.done.wait()  # and one more is publishing
+        """Launch a flight per `batch_size` records of the poll; return once the flight before the
+        last one is settled. Never raises: raising would let FastStream move on past an unsettled
+        batch.
+
+        A poll takes everything the consumer has buffered (`poll_max_records`): aiokafka sends its
+        next fetch only once the buffer is empty, so the fetch then overlaps with settling."""
+        size = self.settings.batch_size
+        for start in range(0, len(raw), size):
+            if self.stopping:  # uncommitted, so redelivered after the restart
+                log.info("stopping: %d records left for redelivery", len(raw) - start)
+                return
+            chunk = raw[start : start + size]
+            batch = [Record(Source(r.topic, r.partition, r.offset), r.key, r.value or b"") for r in chunk]
+            previous = self.last
+            flight = self.last = _Flight(batch, previous)
+            task = asyncio.create_task(self._fly(flight, consumer))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            if previous is not None:
+                await previous.settled.wait()  # two batches settle at once, no more
+                if previous.previous is not None:
+                    await previous.previous.answered.wait()  # and one more is publishing
 
     async def quiesce(self) -> None:
         """Every flight in the air has landed: committed, or given up."""
