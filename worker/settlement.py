@@ -135,34 +135,33 @@ class Settler:
                     hold.after[member_id] = holder
                 self._holds[member_id] = hold
                 hold.members.add(member_id)
-        waiting = {m: items for m, items in groups.items() if _held(hold, m)}
-        pending = {m: items for m, items in groups.items() if m not in waiting}
+        held = {m: items for m, items in groups.items() if _held(hold, m)}
+        pending = {m: items for m, items in groups.items() if m not in held}
         rounds = 0
-        while True:
-            if waiting and not pending:  # only members an earlier settlement holds: wait for it
-                await asyncio.gather(*(hold.after[m].released.wait() for m in waiting))
-            if waiting:
-                ready = {m: items for m, items in waiting.items() if not _held(hold, m)}
-                waiting = {m: items for m, items in waiting.items() if m not in ready}
-                pending = {**pending, **ready}
-            if not pending:
-                return
+        while pending or held:
             rounds += 1
             if rounds > MAX_ROUNDS:
                 raise StoreContention(f"{len(pending)} member(s) still contended after {MAX_ROUNDS} rounds")
-            conflicts = await self._round(pending, ctx, answers)
+            conflicts = await self._round(pending, held, hold, ctx, answers)
             if conflicts:
                 log.info("state of %d member(s) moved on while deciding; deciding again", len(conflicts))
-            pending = {m: groups[m] for m in conflicts}
+            pending, held = {m: groups[m] for m in conflicts}, {}
 
     async def _round(
-        self, groups: dict[str, list[_Item]], ctx: Context, answers: list[list[Outgoing]]
+        self,
+        groups: dict[str, list[_Item]],
+        held: dict[str, list[_Item]],
+        hold: Hold,
+        ctx: Context,
+        answers: list[list[Outgoing]],
     ) -> set[str]:
-        """Decide and save every member of `groups` once; returns the members whose save conflicted.
+        """Decide and save every member of `groups` and `held` once; returns the members whose save
+        conflicted.
 
         Members are independent of each other, so their slices overlap freely: every slice's read
-        is sent at once, and each slice's write goes out as soon as it is decided. A failure may
-        leave some slices written and others not; the batch is then retried as a whole, and the
+        is sent at once, and each slice's write goes out as soon as it is decided. The members an
+        earlier settlement holds form a last slice, read once that settlement is released. A failure
+        may leave some slices written and others not; the batch is then retried as a whole, and the
         written slices' messages are answered from their stored answers.
         """
         members = list(groups)
@@ -170,10 +169,10 @@ class Settler:
         slices = [
             {m: groups[m] for m in members[start : start + size]} for start in range(0, len(members), size)
         ]
-        loads = [
-            asyncio.ensure_future(self.store.load({m: _wants(items) for m, items in part.items()}))
-            for part in slices
-        ]
+        loads = [asyncio.ensure_future(self._load(part)) for part in slices]
+        if held:
+            slices.append(held)
+            loads.append(asyncio.ensure_future(self._load(held, after=[hold.after[m] for m in held])))
         saves: list[asyncio.Future[set[str]]] = []
         try:
             for part, load in zip(slices, loads, strict=True):
@@ -188,6 +187,11 @@ class Settler:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _load(self, part: dict[str, list[_Item]], after: Sequence[Hold] = ()) -> dict[str, Loaded]:
+        for earlier in after:
+            await earlier.released.wait()
+        return await self.store.load({m: _wants(items) for m, items in part.items()})
 
     def _decide(
         self,
