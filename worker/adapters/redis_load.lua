@@ -5,18 +5,23 @@
 -- Returns, per member: version, ledger JSON, profile JSON, its values; then the trailing values.
 local members = tonumber(ARGV[1])
 local out = {}
+local n_out = 0
 local k = 1
 for m = 1, members do
   local n = tonumber(ARGV[1 + m])
-  out[#out + 1] = redis.call('HGET', KEYS[k], 'v') or '0'
-  out[#out + 1] = redis.call('HGET', KEYS[k], 'd') or ''
-  out[#out + 1] = redis.call('HGET', KEYS[k + 1], 'd') or ''
+  local ledger = redis.call('HMGET', KEYS[k], 'v', 'd')
+  out[n_out + 1] = ledger[1] or '0'
+  out[n_out + 2] = ledger[2] or ''
+  out[n_out + 3] = redis.call('HGET', KEYS[k + 1], 'd') or ''
+  n_out = n_out + 3
   for i = k + 2, k + 1 + n do
-    out[#out + 1] = redis.call('GET', KEYS[i]) or ''
+    n_out = n_out + 1
+    out[n_out] = redis.call('GET', KEYS[i]) or ''
   end
   k = k + 2 + n
 end
 for i = k, #KEYS do
-  out[#out + 1] = redis.call('GET', KEYS[i]) or ''
+  n_out = n_out + 1
+  out[n_out] = redis.call('GET', KEYS[i]) or ''
 end
 return out

@@ -146,6 +146,15 @@ def _cpu_seconds(workers: list[WorkerProcess]) -> float:
     return total
 
 
+def _peak_rss_mib(worker: WorkerProcess) -> float:
+    """The worker process's peak resident memory (Linux /proc)."""
+    assert worker.process is not None
+    for line in Path(f"/proc/{worker.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def _start_workers(
     args: argparse.Namespace, env: dict[str, str], workdir: Path, phase: str
 ) -> list[WorkerProcess]:
@@ -215,13 +224,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu_before = _cpu_seconds(measured)
         await outcomes.wait_for(base + published, args.limit)
         cpu_used = _cpu_seconds(measured) - cpu_before
+        peak_mib = max(_peak_rss_mib(w) for w in measured)
         claim_topics = {settings.topic_settled, settings.topic_rejected}
         stamps = [ts for ts, topic, _ in outcomes.seen[base:] if topic in claim_topics]
         elapsed = (max(stamps) - min(stamps)) / 1000
         throughput = len(stamps) / elapsed if elapsed > 0 else float("inf")
         print(
             f"saturation: {len(stamps)} claims answered in {elapsed:.2f} s = {throughput:,.0f} claims/s "
-            f"with {args.workers} worker process(es), using {cpu_used / elapsed:.2f} cores"
+            f"with {args.workers} worker process(es), using {cpu_used / elapsed:.2f} cores, "
+            f"peak memory {peak_mib:.0f} MiB per process"
         )
         await outcomes.stop()
         return {
@@ -234,6 +245,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "account_credits": args.credits,
             "saturation_claims_per_s": round(throughput),
             "saturation_worker_cores": round(cpu_used / elapsed, 2),
+            "worker_peak_rss_mib": round(peak_mib),
             "offered_rate": args.rate,
             "latency_ms": {"p50": p50, "p95": p95, "p99": p99, "max": max(latencies)},
         }

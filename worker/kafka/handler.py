@@ -38,6 +38,18 @@ from worker.settlement import Hold, Outgoing, Record, Settler
 log = logging.getLogger("worker.handler")
 
 
+def _partitions(records: Sequence[Record]) -> set[TopicPartition]:
+    """The partitions of a batch (its records come partition by partition)."""
+    found: set[TopicPartition] = set()
+    topic, partition = "", -1
+    for record in records:
+        source = record.source
+        if source.partition != partition or source.topic != topic:
+            topic, partition = source.topic, source.partition
+            found.add(TopicPartition(topic, partition))
+    return found
+
+
 class _Flight:
     """One batch on its way: settling, then publishing, then committing."""
 
@@ -128,9 +140,14 @@ class BatchHandler:
         failing_since: float | None = None
         while True:
             assigned = consumer.assignment()
-            live = [
-                r for r in flight.records if TopicPartition(r.source.topic, r.source.partition) in assigned
-            ]
+            if _partitions(flight.records) <= assigned:  # the usual case: nothing was revoked
+                live = flight.records
+            else:
+                live = [
+                    r
+                    for r in flight.records
+                    if TopicPartition(r.source.topic, r.source.partition) in assigned
+                ]
             if not live:
                 log.info("partitions of an unfinished batch were revoked; the new owner answers it")
                 flight.records = []
