@@ -31,6 +31,6 @@ def test_bench_runs_every_phase_and_ends_with_a_json_summary() -> None:
     assert summary["claims"] == 3000  # every preloaded claim answered once
     assert summary["saturation_claims_per_s"] > 0
     assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p99"] <= summary["latency_ms"]["max"]
-    assert 0 < summary["saturation_worker_cores"] <= 1.5
+    assert summary["worker_cpu_us_per_claim"] > 0
     assert summary["worker_peak_rss_mib"] > 0
     assert any(line.startswith("latency at 300 claims/s") for line in lines)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from worker.bench import synthetic
 from worker.kafka.topics import ensure_topics
@@ -136,6 +136,26 @@ async def _offer(bootstrap: str, topic: str, claims: list[dict[str, Any]], rate:
     return sent
 
 
+async def _wait_committed(settings: Settings, records: int, limit_seconds: float) -> None:
+    """Until the worker group has committed `records` offsets on the claims topic: every claim is
+    then answered, since the worker commits only acknowledged answers."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(settings.topic_claims, p) for p in range(settings.partitions)]
+        deadline = time.monotonic() + limit_seconds
+        while sum([await consumer.committed(tp) or 0 for tp in partitions]) < records:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"claims not all committed after {limit_seconds:.0f} s")
+            await asyncio.sleep(0.5)
+    finally:
+        await consumer.stop()
+
+
 def _cpu_seconds(workers: list[WorkerProcess]) -> float:
     """CPU time (user + system) the worker processes have used so far (Linux /proc)."""
     total = 0.0
@@ -182,10 +202,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await ensure_topics(settings)
         registry = synthetic.encode([*synthetic.facilities(), *synthetic.members(members)])
         await produce_lines(broker.bootstrap_servers, settings, registry)
-        outcomes = Outcomes(
-            broker.bootstrap_servers,
-            [settings.topic_settled, settings.topic_rejected, settings.topic_ledger, settings.topic_dlq],
-        )
+        output_topics = [
+            settings.topic_settled,
+            settings.topic_rejected,
+            settings.topic_ledger,
+            settings.topic_dlq,
+        ]
+        outcomes = Outcomes(broker.bootstrap_servers, output_topics)
         await outcomes.start()
         workers = _start_workers(args, env, workdir, "warm")
         expected = 0
@@ -219,20 +242,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ((settings.topic_claims, orjson.loads(c)["member_id"].encode(), c) for c in claims),
         )
         base = len(outcomes.seen)
+        await outcomes.stop()  # not read while the workers are measured: it would load both cores
         measured = _start_workers(args, env, workdir, "saturation")
         workers += measured
         cpu_before = _cpu_seconds(measured)
-        await outcomes.wait_for(base + published, args.limit)
+        await _wait_committed(settings, len(offered) + published, args.limit)
         cpu_used = _cpu_seconds(measured) - cpu_before
         peak_mib = max(_peak_rss_mib(w) for w in measured)
+        outcomes = Outcomes(broker.bootstrap_servers, output_topics)
+        await outcomes.start()  # the answers' timestamps were set when they were published
+        await outcomes.wait_for(published + base, args.limit)
         claim_topics = {settings.topic_settled, settings.topic_rejected}
-        stamps = [ts for ts, topic, _ in outcomes.seen[base:] if topic in claim_topics]
+        stamps = [  # the saturation claims' answers (the latency phase's claim ids start with L-)
+            ts
+            for ts, topic, value in outcomes.seen
+            if topic in claim_topics and not _answered_id(value).startswith("L-")
+        ]
         elapsed = (max(stamps) - min(stamps)) / 1000
         throughput = len(stamps) / elapsed if elapsed > 0 else float("inf")
         print(
             f"saturation: {len(stamps)} claims answered in {elapsed:.2f} s = {throughput:,.0f} claims/s "
-            f"with {args.workers} worker process(es), using {cpu_used / elapsed:.2f} cores, "
-            f"peak memory {peak_mib:.0f} MiB per process"
+            f"with {args.workers} worker process(es); worker CPU {1e6 * cpu_used / len(stamps):.0f} µs a "
+            f"claim, peak memory {peak_mib:.0f} MiB a process"
         )
         await outcomes.stop()
         return {
@@ -244,7 +275,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "members": members,
             "account_credits": args.credits,
             "saturation_claims_per_s": round(throughput),
-            "saturation_worker_cores": round(cpu_used / elapsed, 2),
+            "worker_cpu_us_per_claim": round(1e6 * cpu_used / len(stamps)),
             "worker_peak_rss_mib": round(peak_mib),
             "offered_rate": args.rate,
             "latency_ms": {"p50": p50, "p95": p95, "p99": p99, "max": max(latencies)},
