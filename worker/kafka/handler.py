@@ -6,7 +6,7 @@ atomically); once the previous flight's answers are acknowledged (so a member's 
 order), hand every answer to the producer and wait for the broker's acknowledgements; once the
 previous flight has committed, commit explicit offsets (last offset + 1 per partition). The handler
 returns as soon as the previous flight is settled, so the next batch is decoded and decided while
-this one's last Redis writes, its acknowledgements and its commit are on their way; at most three
+this one's last Redis writes, its acknowledgements and its commit are on their way; at most four
 flights are alive at once.
 
 Redis or Kafka failing means no commit: a flight retries with back-off until it succeeds, the worker
@@ -93,10 +93,14 @@ class BatchHandler:
             task = asyncio.create_task(self._fly(flight, consumer))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
-            if previous is not None:
-                await previous.settled.wait()  # two batches settle at once, no more
-                if previous.previous is not None:
-                    await previous.previous.answered.wait()  # and one more is publishing
+            if previous is not None:  # at most four flights alive:
+                await previous.settled.wait()  # two settling,
+                older = previous.previous
+                if older is not None:
+                    await older.answered.wait()  # one publishing,
+                    oldest = older.previous
+                    if oldest is not None:
+                        await oldest.done.wait()  # one committing
 
     async def quiesce(self) -> None:
         """Every flight in the air has landed: committed, or given up."""
