@@ -55,8 +55,20 @@ def request_owner_key(request_id: str) -> str:
 
 
 def source_key(prefix: str, source: Source) -> str:
-    """The answer key of an inbound message; `prefix` is `member_key(member_id, "")`."""
+    """The answer key of an inbound message; `prefix` is `member_key(member_id, "")`, as below."""
     return f"{prefix}msg:{source.topic}:{source.partition}:{source.offset}"
+
+
+def record_key(prefix: str, claim_id: str) -> str:
+    return prefix + "claim:" + claim_id
+
+
+def answer_key(prefix: str, request_id: str) -> str:
+    return prefix + "answer:" + request_id
+
+
+def period_marker_key(prefix: str, period: str) -> str:
+    return prefix + "period:" + period
 
 
 def pack(events: Sequence[Emitted]) -> bytes:
@@ -243,13 +255,13 @@ class RedisStore:
                 for source in want.sources:
                     keys.append(source_key(prefix, source))
                 for claim_id in want.claim_ids:
-                    keys.append(prefix + "claim:" + claim_id)
+                    keys.append(record_key(prefix, claim_id))
                     owner_keys.append(claim_owner_key(claim_id))
                 for request_id in want.request_ids:
-                    keys.append(prefix + "answer:" + request_id)
+                    keys.append(answer_key(prefix, request_id))
                     owner_keys.append(request_owner_key(request_id))
                 for period in want.period_keys:
-                    keys.append(prefix + "period:" + period)
+                    keys.append(period_marker_key(prefix, period))
                 counts.append(
                     len(want.sources) + len(want.claim_ids) + len(want.request_ids) + len(want.period_keys)
                 )
@@ -336,7 +348,7 @@ class RedisStore:
         self, loaded: dict[str, Loaded], foreign: list[tuple[str, str, str]]
     ) -> None:
         """A request id first answered for another member gets that member's stored answer (§8.7)."""
-        calls: list[Call] = [("get", (member_key(owner, "answer", r),), {}) for _, r, owner in foreign]
+        calls: list[Call] = [("get", (answer_key(member_key(owner, ""), r),), {}) for _, r, owner in foreign]
         for (member_id, request_id, _), value in zip(foreign, await self._batch(calls), strict=True):
             if value:
                 loaded[member_id].view.answers[request_id] = unpack(value)[0]
@@ -399,13 +411,13 @@ class RedisStore:
             keys.append(source_key(prefix, source))
             values.append(digest + b"\n" + pack(events))
         for claim_id, record in plan.claims.items():
-            keys.append(prefix + "claim:" + claim_id)
+            keys.append(record_key(prefix, claim_id))
             values.append(encode_record(record))
         for request_id, answer in plan.requests.items():
-            keys.append(prefix + "answer:" + request_id)
+            keys.append(answer_key(prefix, request_id))
             values.append(pack([answer]))
         for period in plan.periods:
-            keys.append(prefix + "period:" + period)
+            keys.append(period_marker_key(prefix, period))
             values.append(b"1")
         ledger = encode_ledger(plan.ledger) if plan.ledger is not None else b""
         others = len(plan.claims) + len(plan.requests) + len(plan.periods)

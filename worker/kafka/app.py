@@ -131,11 +131,11 @@ def create_app(settings: Settings | None = None) -> FastStream:
     @app.on_shutdown
     async def land() -> None:
         handler.stopping = True  # no new batch, and a failing one is given up rather than retried
-        await handler.drain()  # batches in the air publish and commit while the consumer is open
+        await handler.quiesce()  # batches in the air publish and commit while the consumer is open
 
     @app.after_shutdown
     async def close() -> None:
-        await handler.drain()
+        await handler.quiesce()
         await feed.stop()
         await publisher.stop()
         await store.redis.aclose()

@@ -107,9 +107,6 @@ class BatchHandler:
         if self.last is not None:
             await self.last.done.wait()
 
-    async def drain(self) -> None:
-        await self.quiesce()
-
     async def _fly(self, flight: _Flight, consumer: AIOKafkaConsumer) -> None:
         previous = flight.previous
         try:
