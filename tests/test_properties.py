@@ -9,6 +9,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from contracts.inbound import FacilityRegistered, MemberProfile
 from tests.builders import (
     NANCHANG_FACILITIES,
     NANJING_FACILITIES,
@@ -19,7 +20,9 @@ from tests.builders import (
     raw,
     reversal,
 )
+from worker.domain.engine import Context, decide
 from worker.domain.policy import load_policies
+from worker.intake import Source, decode
 from worker.replay import Replayer
 
 POLICIES = load_policies()
@@ -213,3 +216,66 @@ def test_ledger_sums_to_balance_and_never_negative(ops: list[tuple[str, int]]) -
                 ledger_sum += delta(ev)
             assert balance >= 0
             assert replayer.store.members["M"].ledger.balance == ledger_sum
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["claim", "changed", "reverse", "credit", "pay", "unknown_member"]),
+            st.integers(0, 6),
+            st.integers(1, 200_000),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_kept_answers_come_back_from_the_state(ops: list[tuple[str, int, int]]) -> None:
+    """The Redis store keeps no per-message copy of an answer the engine calls `kept`: deciding the
+    same message again on the state the decision left must give the same bytes and change nothing.
+    Answers not kept (rejections) are the ones a later state could change."""
+    replayer = Replayer(POLICIES)
+    _run(
+        [*NANCHANG_FACILITIES, member("M", "nanchang", family=[{"member_id": "K", "relation": "child"}])],
+        replayer,
+    )
+    ctx = Context(POLICIES, replayer.facilities, "2023-06-01T10:00:00+08:00")
+    for op, ident, amount in ops:
+        if op in ("claim", "changed", "unknown_member"):
+            msg = claim(
+                f"C{ident}",
+                "X" if op == "unknown_member" else "M",
+                "NC-H2",
+                "2023-05-01",
+                [line("1", amount + (op == "changed"))],
+            )
+        elif op == "reverse":
+            msg = reversal(f"C{ident}", "M")
+        elif op == "credit":
+            msg = account(
+                "contribution_posted", f"R{ident}", "M", period="2023-01", base_fen=amount, kind="backpay"
+            )
+        else:
+            msg = account(
+                "payment_requested",
+                f"R{ident}",
+                "M",
+                purpose="family_medical_expense",
+                beneficiary_member_id="K",
+                amount_fen=amount,
+            )
+        message = decode(raw(msg), Source("test", 0, 0), ctx.now).message
+        assert message is not None and not isinstance(message, MemberProfile | FacilityRegistered)
+        view = replayer.store.view(message.member_id)
+        decision = decide(message, view, ctx)
+        if decision.effect is not None:
+            replayer.store.apply(view, decision.effect)
+        if decision.kept:
+            state = (view.ledger.to_dict(), dict(view.claims), dict(view.answers))
+            assert all(e.type != "claim.rejected" for e in decision.events)  # a later state may change those
+            again = decide(message, view, ctx)
+            assert again.events == decision.events
+            assert again.effect is None and again.kept
+            assert state == (view.ledger.to_dict(), dict(view.claims), dict(view.answers))
+        else:
+            assert all(e.type in ("claim.rejected", "dead_letter") for e in decision.events)

@@ -208,28 +208,32 @@ class Settler:
             key = member_id.encode()
             for item in items:
                 source = item.record.source
-                digest = message_digest(item.record.value)
                 stored = snapshot.answered.get(source)
                 if stored is not None:
-                    if stored[0] == digest:  # redelivered: the first answer stands (contracts.md)
+                    if stored[0] == message_digest(item.record.value):  # redelivered: first answer stands
                         answers[item.index] = [Outgoing(key, e) for e in stored[1]]
                         continue
                     log.warning(
                         "%s holds another message than the one answered there (topic re-created?)", source
                     )
-                events = self._decide_one(item, view, ctx, plan)
-                plan.answers.append((source, digest, events))
+                events, kept = self._decide_one(item, view, ctx, plan)
+                if not kept or stored is not None:  # else the state keeps the answer: no copy per message
+                    plan.answers.append((source, message_digest(item.record.value), events))
                 answers[item.index] = [Outgoing(key, e) for e in events]
-            if plan.answers:  # a fully redelivered group writes nothing
+            if plan.writes():  # a fully redelivered group writes nothing
                 plans.append(plan)
         return plans
 
-    def _decide_one(self, item: _Item, view: MemberView, ctx: Context, plan: Plan) -> list[Emitted]:
+    def _decide_one(
+        self, item: _Item, view: MemberView, ctx: Context, plan: Plan
+    ) -> tuple[list[Emitted], bool]:
+        """The message's answer, and whether the state keeps it (see `Decision.kept`)."""
         try:
             decision = decide(item.message, view, ctx)
         except Exception:  # a rules bug must not stop the worker, nor lose the message
             log.exception("engine failed on %s; dead-lettering it", item.record.source)
-            return [emit(dead_letter(item.record.value, item.record.source, "internal error while deciding"))]
+            error = "internal error while deciding"
+            return [emit(dead_letter(item.record.value, item.record.source, error))], False
         effect = decision.effect
         if effect is not None:
             if effect.claim is not None:
@@ -245,7 +249,7 @@ class Settler:
             view.apply(effect)
             if effect.ledger is not None:
                 plan.ledger = view.ledger
-        return decision.events
+        return decision.events, decision.kept
 
 
 def _held(hold: Hold, member_id: str) -> bool:

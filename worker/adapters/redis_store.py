@@ -11,7 +11,9 @@ single Redis, and the members of one slot on a cluster:
     m:{M}:answer:<req_id>   the stored answer of an account request
     m:{M}:period:<key>      a credited period marker
     m:{M}:msg:<t>:<p>:<o>   the answer to the inbound message at topic/partition/offset, with the
-                            message's digest (expires)
+                            message's digest (expires); only for answers the state does not keep
+                            (rejections, dead letters): a settlement or reversal is answered again
+                            from its claim record, an account request from its request's answer
 
 Claim and request ids are global, so their owner index lives outside any member's slot and is
 written with SET NX before the member's state (contracts.md §Delivery semantics).
@@ -190,6 +192,10 @@ class Plan:
     claims: dict[str, ClaimRecord] = field(default_factory=dict)
     requests: dict[str, Emitted] = field(default_factory=dict)
     periods: list[str] = field(default_factory=list)
+
+    def writes(self) -> bool:
+        """Whether the plan changes anything (a group answered only from stored answers does not)."""
+        return self.ledger is not None or bool(self.answers or self.claims or self.requests or self.periods)
 
 
 class RedisStore:

@@ -260,7 +260,7 @@ def decide_account(request: AccountMessage, view: MemberView, ctx: Context) -> D
     """Answer an account request; every answer but INVALID_PAYLOAD is stored under its request_id."""
     stored = view.answers.get(request.request_id)
     if stored is not None:  # §8.7: the same request_id gets the same answer, whatever its content
-        return Decision([stored])
+        return Decision([stored], repeated=True)
     try:
         profile = view.profile
         if profile is None:

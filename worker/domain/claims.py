@@ -43,6 +43,19 @@ class Decision:
 
     events: list[Emitted]
     effect: Effect | None = None
+    repeated: bool = False
+    """The events are an answer the state already keeps (a duplicate claim, a repeated reversal or
+    account request)."""
+
+    @property
+    def kept(self) -> bool:
+        """Whether the state keeps these events, so that deciding the same message again, on the state
+        this decision leaves, gives them back byte for byte: a settlement or reversal lives in its
+        claim record, an account answer under its request id. Such answers need no copy per message;
+        rejections of claims do (a later profile or settlement could change them)."""
+        return self.repeated or (
+            self.effect is not None and (self.effect.claim is not None or self.effect.answer is not None)
+        )
 
 
 def fingerprint(claim: ClaimSubmitted) -> str:
@@ -199,7 +212,7 @@ def settle(claim: ClaimSubmitted, view: MemberView, ctx: Context) -> Decision:
     if owner is not None:  # §7.2: settled before (reversed or not)
         record = view.claims.get(claim.claim_id) if owner == claim.member_id else None
         if record is not None and record.fingerprint == content:
-            return Decision([record.settled])
+            return Decision([record.settled], repeated=True)
         if owner != claim.member_id or record is not None:
             return _reject(
                 claim,
@@ -301,7 +314,7 @@ def reverse(request: ClaimReversalRequested, view: MemberView, ctx: Context) -> 
             ctx,
         )
     if record.reversed is not None:
-        return Decision([record.reversed])
+        return Decision([record.reversed], repeated=True)
     after = view.ledger.year(record.year).plus(record.delta, -1)
     balance = view.ledger.balance + record.account_pay
     event = ClaimReversed.build(
