@@ -11,6 +11,7 @@ import pytest
 
 from contracts import export
 from contracts.outbound import OUTBOUND
+from contracts.types import china_date
 from tests.builders import claim, line, raw
 from tests.conftest import Harness
 
@@ -138,3 +139,17 @@ def test_every_emitted_event_validates_against_outbound_models(harness: Harness)
 
 def test_json_schema_files_are_current() -> None:
     assert export.main(["--check"]) == 0, "run `python -m contracts.export`"
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "day"),
+    [
+        ("2023-03-01T23:59:59+08:00", "2023-03-01"),
+        ("2023-03-01T16:00:00Z", "2023-03-02"),
+        ("2023-03-01T15:59:59.999Z", "2023-03-01"),
+        ("2023-02-28T11:00:00-05:00", "2023-03-01"),
+        ("2024-02-29T00:00:00+09:00", "2024-02-28"),
+    ],
+)
+def test_china_date_is_the_calendar_date_in_utc_plus_8(timestamp: str, day: str) -> None:
+    assert china_date(timestamp).isoformat() == day

@@ -7,9 +7,10 @@ import datetime as dt
 import orjson
 import pytest
 
-from contracts.inbound import MemberProfile
-from tests.builders import claim, facility, line, member, reversal
+from contracts.inbound import ClaimSubmitted, MemberProfile
+from tests.builders import claim, facility, line, member, raw, reversal
 from tests.conftest import Harness
+from worker.domain.claims import fingerprint
 from worker.domain.money import rhu
 from worker.domain.policy import PolicyBook
 from worker.domain.treatment import treatment_class
@@ -292,3 +293,18 @@ def test_accumulators_reset_each_year_nanchang_art_23(harness: Harness) -> None:
     ev = harness.one(claim("C2", "M", "NC-H3", "2024-01-01", [line("1", 70000)]))
     assert ev["deductible_fen"] == 60000
     assert ev["accumulators_after"]["year"] == 2024 and ev["accumulators_after"]["claims"] == 1
+
+
+def test_claim_fingerprint_is_stable_across_releases_rules_7_2() -> None:
+    """Stored claim records carry this fingerprint: if its bytes changed, a redelivered claim settled
+    before an upgrade would be refused as a DUPLICATE_CONFLICT after it."""
+    lines = [line("1", 1000), line("2", 500, coverage="B", ratio=1000)]
+    sent = claim("C-1", "M-1", "NC-H1", "2023-03-01", lines)
+    reordered = {k: sent[k] for k in reversed(sent)} | {"submitted_at": "2023-03-02T08:00:00Z"}
+    for message in (sent, reordered):
+        assert (
+            fingerprint(ClaimSubmitted.model_validate_json(raw(message)))
+            == "120a8380f5cc70ba78b78004e808f805"
+        )
+    changed = claim("C-1", "M-1", "NC-H1", "2023-03-01", [line("1", 1001), lines[1]])
+    assert fingerprint(ClaimSubmitted.model_validate_json(raw(changed))) != "120a8380f5cc70ba78b78004e808f805"

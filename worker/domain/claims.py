@@ -20,7 +20,7 @@ from contracts.outbound import (
     Reason,
 )
 from contracts.types import china_date
-from contracts.wire import Emitted, emit, model_fields
+from contracts.wire import Emitted, emit
 from worker.domain.errors import Code, Rejection
 from worker.domain.policy import Policy, PolicyBook
 from worker.domain.pooling import LineSplit, Pooling, pool_claim, split_lines
@@ -65,7 +65,8 @@ def fingerprint(claim: ClaimSubmitted) -> str:
     """
     fields = dict(claim.__dict__)
     del fields["submitted_at"]
-    canonical = orjson.dumps(fields, default=model_fields)
+    fields["lines"] = [line.__dict__ for line in claim.lines]  # plain dicts: orjson needs no hook
+    canonical = orjson.dumps(fields)
     return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
