@@ -9,6 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import uvloop
+from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
@@ -40,6 +41,18 @@ async def _whole_message(message: KafkaMessage) -> KafkaMessage:
     key, raw value) and the consumer to commit through. Nothing is json-parsed here, and no
     dependency injection runs per batch (FastStream resolves injected context in a worker thread,
     a thread hop per batch). A coroutine on purpose: a plain-function decoder runs in a thread too."""
+    return message
+
+
+async def _records_only(
+    records: tuple[ConsumerRecord[bytes, bytes], ...],
+    original: Callable[[tuple[ConsumerRecord[bytes, bytes], ...]], Awaitable[KafkaMessage]],
+) -> KafkaMessage:
+    """FastStream's batch parser copies every record's headers into a new dict, for a handler that
+    reads none of them (it takes the records themselves): let it parse the first record alone, for
+    the message's metadata and consumer, and carry the whole batch as the raw message."""
+    message = await original(records[:1])
+    message.raw_message = records
     return message
 
 
@@ -88,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         ack_policy=AckPolicy.MANUAL,  # no auto-commit, no per-message ack: the handler commits offsets
         listener=CommitOnRevoke(handler, settings.graceful_timeout_seconds),
+        parser=_records_only,
         decoder=_whole_message,
     )
 

@@ -83,7 +83,9 @@ class Publisher:
             if partitions is None:
                 partitions = partitions_of[topic] = await self._partitions(topic)
             partition = self._partition(item.key, partitions)
-            chain = builders.setdefault((topic, partition), [producer.create_batch()])
+            chain = builders.get((topic, partition))
+            if chain is None:  # not setdefault: that would make a record batch for every answer
+                chain = builders[(topic, partition)] = [producer.create_batch()]
             if chain[-1].append(key=item.key, value=item.event.data, timestamp=None) is None:
                 chain.append(producer.create_batch())  # the batch is full: start the next one
                 if chain[-1].append(key=item.key, value=item.event.data, timestamp=None) is None:
