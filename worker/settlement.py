@@ -204,7 +204,7 @@ class Settler:
         for member_id, items in groups.items():
             snapshot = loaded[member_id]
             view = snapshot.view
-            plan = Plan(member_id, view.version)
+            plan = Plan(member_id, view.version, None, [], [], [], {}, {}, [])  # cheaper than the factories
             key = member_id.encode()
             for item in items:
                 source = item.record.source
@@ -259,7 +259,7 @@ def _held(hold: Hold, member_id: str) -> bool:
 
 
 def _wants(items: list[_Item]) -> Wants:
-    want = Wants([item.record.source for item in items])
+    want = Wants([item.record.source for item in items], [], [], [])  # not the default factories
     for item in items:
         message = item.message
         if isinstance(message, (ClaimSubmitted, ClaimReversalRequested)):  # a tuple: faster than a union
