@@ -2,7 +2,8 @@
 
 A batch is decoded, grouped by member (keeping each member's order), read, decided by the pure engine
 member by member (each decision sees the previous one's effect), and written back per member in one
-compare-and-set together with every message's answer. A member whose state moved on meanwhile
+compare-and-set, together with the answers the state does not keep itself (rejections and dead
+letters; see `Decision.kept`). A member whose state moved on meanwhile
 (another worker during a rebalance) is read and decided again, so no update is lost or applied twice.
 
 Throughput comes from never leaving this process idle while Redis works: a batch's members are
