@@ -24,6 +24,7 @@ from worker.adapters.redis_store import (
     encode_ledger,
     encode_record,
     member_key,
+    source_key,
 )
 from worker.bench import synthetic
 from worker.domain.policy import PolicyBook
@@ -74,6 +75,9 @@ async def test_redelivered_batch_republishes_stored_answers(
     assert [e["type"] for e in first] == ["claim.rejected", "claim.settled", "account.credited"]
     assert again == first  # byte-identical answers, including the UNKNOWN_CLAIM of the reversal
     assert await redis_store.redis.hgetall(member_key("M", "ledger")) == ledger_before
+    # only the rejection is stored per message; the settlement and the credit come back from the state
+    stored = [await redis_store.redis.exists(source_key(member_key("M", ""), r.source)) for r in records]
+    assert stored == [1, 0, 0]
 
 
 async def test_racing_workers_never_double_apply(redis_store: RedisStore, policies: PolicyBook) -> None:
