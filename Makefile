@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration check-examples schemas bench bench-replay clean
+.PHONY: demo test lint typecheck unit integration check-examples schemas bench bench-replay bench-settle clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ schemas: $(STAMP)
 
 bench-replay: $(STAMP)
 	$(PY) -m worker.bench.replay_bench
+
+bench-settle: $(STAMP)
+	$(PY) -m worker.bench.settle_bench
 
 bench: $(STAMP)
 	$(PY) -m worker bench

@@ -34,3 +34,17 @@ def test_bench_runs_every_phase_and_ends_with_a_json_summary() -> None:
     assert summary["worker_cpu_us_per_claim"] > 0
     assert summary["worker_peak_rss_mib"] > 0
     assert any(line.startswith("latency at 300 claims/s") for line in lines)
+
+
+def test_settle_bench_settles_every_claim_and_reports_cpu_per_claim() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.bench.settle_bench", "--claims", "2000", "--members", "500"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["benchmark"] == "settle" and summary["claims"] == summary["answers"] == 2000
+    assert summary["claims_per_s"] > 0 and summary["cpu_us_per_claim"] > 0
