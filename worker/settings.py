@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     create_topics: bool = True
 
     batch_size: int = Field(500, ge=1)
-    """Most records settled and committed together (one Redis round trip each way, one commit)."""
+    """Most records settled and committed together (read and written in a few Redis script calls,
+    one commit)."""
     poll_max_records: int = Field(10_000, ge=1)
     """Most records taken from the consumer at once, then settled `batch_size` at a time. Taking
     all that a fetch brought lets the consumer fetch the next records meanwhile."""

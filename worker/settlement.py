@@ -3,8 +3,8 @@
 A batch is decoded, grouped by member (keeping each member's order), read, decided by the pure engine
 member by member (each decision sees the previous one's effect), and written back per member in one
 compare-and-set, together with the answers the state does not keep itself (rejections and dead
-letters; see `Decision.kept`). A member whose state moved on meanwhile
-(another worker during a rebalance) is read and decided again, so no update is lost or applied twice.
+letters; see `Decision.kept`). A member whose state moved on meanwhile (another worker during a
+rebalance) is read and decided again, so no update is lost or applied twice.
 
 Throughput comes from never leaving this process idle while Redis works: a batch's members are
 handled in slices (the next slice's read and the previous slice's write are in flight while a slice
@@ -163,7 +163,7 @@ class Settler:
         is sent at once, and each slice's write goes out as soon as it is decided. The members an
         earlier settlement holds form a last slice, read once that settlement is released. A failure
         may leave some slices written and others not; the batch is then retried as a whole, and the
-        written slices' messages are answered from their stored answers.
+        written slices' messages get their first answers again (stored, or kept by the state).
         """
         members = list(groups)
         size = max(MIN_SLICE, -(-len(members) // SLICES))
@@ -205,21 +205,23 @@ class Settler:
         for member_id, items in groups.items():
             snapshot = loaded[member_id]
             view = snapshot.view
-            plan = Plan(member_id, view.version, None, [], [], [], {}, {}, [])  # cheaper than the factories
+            plan = Plan(member_id, view.version)
             key = member_id.encode()
             for item in items:
                 source = item.record.source
                 stored = snapshot.answered.get(source)
+                digest = None
                 if stored is not None:
-                    if stored[0] == message_digest(item.record.value):  # redelivered: first answer stands
+                    digest = message_digest(item.record.value)
+                    if stored[0] == digest:  # redelivered: the first answer stands (contracts.md)
                         answers[item.index] = [Outgoing(key, e) for e in stored[1]]
                         continue
                     log.warning(
                         "%s holds another message than the one answered there (topic re-created?)", source
                     )
                 events, kept = self._decide_one(item, view, ctx, plan)
-                if not kept or stored is not None:  # else the state keeps the answer: no copy per message
-                    plan.answers.append((source, message_digest(item.record.value), events))
+                if digest is not None or not kept:  # else the state keeps the answer: no copy per message
+                    plan.answers.append((source, digest or message_digest(item.record.value), events))
                 answers[item.index] = [Outgoing(key, e) for e in events]
             if plan.writes():  # a fully redelivered group writes nothing
                 plans.append(plan)
@@ -260,7 +262,7 @@ def _held(hold: Hold, member_id: str) -> bool:
 
 
 def _wants(items: list[_Item]) -> Wants:
-    want = Wants([item.record.source for item in items], [], [], [])  # not the default factories
+    want = Wants([item.record.source for item in items])
     for item in items:
         message = item.message
         if isinstance(message, (ClaimSubmitted, ClaimReversalRequested)):  # a tuple: faster than a union

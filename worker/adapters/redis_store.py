@@ -194,7 +194,7 @@ class Plan:
     periods: list[str] = field(default_factory=list)
 
     def writes(self) -> bool:
-        """Whether the plan changes anything (a group answered only from stored answers does not)."""
+        """Whether the plan changes anything (a group whose every message was answered before does not)."""
         return self.ledger is not None or bool(self.answers or self.claims or self.requests or self.periods)
 
 
