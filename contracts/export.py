@@ -1,4 +1,5 @@
-"""Write the JSON Schema of every contract model to contracts/schemas (`python -m contracts.export`).
+"""Write the JSON Schema of every contract model to contracts/schemas, and the gateway's OpenAPI
+document to contracts/openapi.json (`python -m contracts.export`).
 
 `--check` exits 1 when a checked-in schema differs from the models (the stale-schema test uses it).
 """
@@ -10,16 +11,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from contracts import openapi
 from contracts.inbound import INBOUND
 from contracts.outbound import OUTBOUND
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
 
-def schemas() -> dict[str, dict[str, Any]]:
+OPENAPI = Path(__file__).parent / "openapi.json"
+
+
+def schemas() -> dict[Path, dict[str, Any]]:
     return {
-        "inbound.schema.json": INBOUND.json_schema(),
-        "outbound.schema.json": OUTBOUND.json_schema(mode="serialization"),
+        SCHEMA_DIR / "inbound.schema.json": INBOUND.json_schema(),
+        SCHEMA_DIR / "outbound.schema.json": OUTBOUND.json_schema(mode="serialization"),
+        OPENAPI: openapi.document(),
     }
 
 
@@ -29,16 +35,15 @@ def render(schema: dict[str, Any]) -> str:
 
 def main(argv: list[str]) -> int:
     stale = []
-    for name, schema in schemas().items():
-        path = SCHEMA_DIR / name
+    for path, schema in schemas().items():
         text = render(schema)
         if "--check" in argv:
             if not path.exists() or path.read_text(encoding="utf-8") != text:
-                stale.append(name)
+                stale.append(path.name)
         else:
             path.write_text(text, encoding="utf-8")
     if stale:
-        print("stale JSON Schema (run `python -m contracts.export`):", ", ".join(stale))
+        print("stale schema (run `python -m contracts.export`):", ", ".join(stale))
         return 1
     return 0
 

@@ -9,15 +9,24 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
-from contracts.types import Amount, Bp, Id, Period, ProfileMoney, SchemaVersion, Timestamp, Year
+from contracts.types import ID_PATTERN, Amount, Bp, Id, Period, ProfileMoney, SchemaVersion, Timestamp, Year
 
 Category = Literal[
     "drug",
     "consumable",
     "device",
     "service",
+    "examination",
     "consultation_fee",
     "general_consultation_fee",
     "nucleic_acid_test",
@@ -131,6 +140,16 @@ class ClaimReversalRequested(Inbound):
     member_id: Id
     requested_at: Timestamp
     reason: str = ""
+    facility_id: Annotated[Id | None, WithJsonSchema({"type": "string", "pattern": ID_PATTERN})] = None
+    """Optional, not nullable: when present, only the facility that settled the claim may reverse it
+    (rules §7 `FACILITY_MISMATCH`). The point-of-sale gateway always sets it."""
+
+    @field_validator("facility_id", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:  # only an omitted facility_id means "any facility"
+            raise ValueError("must be an id, not null")
+        return value
 
 
 # ---------------------------------------------------------------- accounts
@@ -158,6 +177,9 @@ class RetireeCreditDue(AccountRequest):
 class IncentiveDue(AccountRequest):
     type: Literal["account.incentive_due"]
     year: Year
+    other_fund_fen: ProfileMoney = 0
+    """Pooling-fund payments of the year this worker did not settle (inpatient care, special diseases,
+    settlement elsewhere), as the requesting system knows them (rules §8.4)."""
 
 
 class TransferIn(AccountRequest):

@@ -101,6 +101,8 @@ class ClaimSettled(Outbound):
     member_id: str
     city: str
     policy_version: str
+    facility_id: str
+    prescribing_facility_id: str | None
     service_date: str
     settled_at: str
     channel: Literal["pos", "reimbursement"]
@@ -122,6 +124,8 @@ class ClaimSettled(Outbound):
     fund_exclusions: list[FundExclusion]
     fund_limits: list[FundLimit]
     segments: list[Segment]
+    category_totals_fen: dict[str, Fen]
+    """Σ amount of the claim's lines per category present, keys in the contract's category order."""
     accumulators_after: AccumulatorsAfter
 
 
@@ -130,6 +134,8 @@ class ClaimReversed(Outbound):
     event_id: str
     claim_id: str
     member_id: str
+    facility_id: str | None
+    """The settled claim's facility (null only for a claim record kept before facilities were)."""
     reversed_at: str
     fund_pay_fen: Fen
     account_pay_fen: Fen

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from tests.conftest import load_compare
+from tests.conftest import normalise
 from worker.kafka.publisher import route
 from worker.kafka.topics import ensure_topics
 from worker.local.kafka_io import (
@@ -115,8 +115,7 @@ def split_reference(lines: list[bytes]) -> tuple[list[bytes], list[bytes]]:
 
 
 def _normal(event: dict[str, Any]) -> str:
-    compare = load_compare()
-    event = compare.normalise(dict(event), False)
+    event = normalise(dict(event))
     if event.get("type") == "dead_letter":
         for name in ("source_topic", "partition", "offset"):
             event.pop(name, None)

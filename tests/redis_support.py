@@ -6,9 +6,9 @@ import orjson
 
 from contracts.inbound import FacilityRegistered, MemberProfile
 from worker.adapters.redis_store import RedisStore
+from worker.clock import now_text
 from worker.domain.policy import PolicyBook
 from worker.intake import Source, decode
-from worker.replay import now_text
 from worker.settlement import Record, Settler
 
 

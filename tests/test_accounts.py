@@ -118,14 +118,33 @@ def test_incentive_streak_nanjing_art_7(harness: Harness) -> None:
         )
 
     harness.one(claim("C1", "M", "NJ-C1", "2023-05-01", [line("1", 2000, category="consultation_fee")]))
-    assert due("I0", 2022)["amount_fen"] == 20000  # policy chosen by 2023-01-01
-    assert due("I1", 2023)["amount_fen"] == 30000  # only an uncounted fee was paid: still qualifies
-    assert due("I2", 2024)["amount_fen"] == 40000
-    assert due("I3", 2025)["amount_fen"] == 50000
-    assert due("I4", 2026)["amount_fen"] == 50000  # capped at 500 yuan
+    assert due("I0", 2022)["reasons"][0]["code"] == "NOT_APPLICABLE"  # before incentive_first_year
+    assert due("I1", 2023)["amount_fen"] == 20000  # only an uncounted fee was paid: still qualifies
+    assert due("I2", 2024)["amount_fen"] == 30000
+    assert due("I3", 2025)["amount_fen"] == 40000
+    assert due("I4", 2026)["amount_fen"] == 50000  # 500 yuan, the most
     assert due("I5", 2027)["reasons"][0]["code"] == "NO_POLICY_IN_FORCE"  # 2028-01-01: after art. 32's end
     assert due("I6", 2026)["reasons"][0]["code"] == "DUPLICATE_PERIOD"
     assert due("I7", 2023, "NC")["reasons"][0]["code"] == "NOT_APPLICABLE"
+
+
+def test_incentive_counts_fund_payments_the_worker_did_not_settle_rules_8_4(harness: Harness) -> None:
+    """`other_fund_fen` (inpatient care, settlement elsewhere) breaks a qualifying year like a claim."""
+    harness.send(member("M", "nanjing"))
+
+    def due(rid: str, year: int, **more: int) -> dict:
+        msg = account("incentive_due", rid, "M", year=year, at=f"{year + 1}-01-02T09:00:00+08:00", **more)
+        return harness.one(msg)
+
+    assert due("I1", 2023, other_fund_fen=0)["amount_fen"] == 20000
+    assert due("I2", 2024, other_fund_fen=1)["amount_fen"] == 0
+    assert due("I3", 2025)["amount_fen"] == 20000  # the streak starts again
+    bad = due("I4", 2026, other_fund_fen=100_000_001)
+    assert bad["reasons"][0] == {
+        "code": "INVALID_PAYLOAD",
+        "message": bad["reasons"][0]["message"],
+        "field": "other_fund_fen",
+    }
 
 
 def test_incentive_streak_broken_by_fund_payment_nanjing_art_7(harness: Harness) -> None:

@@ -269,7 +269,7 @@ def test_kept_answers_come_back_from_the_state(ops: list[tuple[str, int, int]]) 
         view = replayer.store.view(message.member_id)
         decision = decide(message, view, ctx)
         if decision.effect is not None:
-            replayer.store.apply(view, decision.effect)
+            view.apply(decision.effect)
         if decision.kept:
             state = (view.ledger.to_dict(), dict(view.claims), dict(view.answers))
             assert all(e.type != "claim.rejected" for e in decision.events)  # a later state may change those

@@ -274,8 +274,22 @@ def test_ledger_and_record_encodings_round_trip() -> None:
     assert decode_ledger(encode_ledger(ledger)) == ledger
     assert decode_ledger(encode_ledger(Ledger())) == Ledger()
     settled = Emitted("claim.settled", orjson.dumps({"note": "line\nbreak", "cn": "门诊"}))
-    record = ClaimRecord("C1", "M", "fp", 2023, Accumulators(1, 2, 3, 4, 1), 10, 20, None, settled)
+    record = ClaimRecord("C1", "M", "fp", 2023, Accumulators(1, 2, 3, 4, 1), 10, 20, None, "H1", settled)
     assert decode_record("C1", encode_record(record)) == record
     record.reversed = Emitted("claim.reversed", orjson.dumps({"type": "claim.reversed"}))
     record.cap_fen = 600_000
     assert decode_record("C1", encode_record(record)) == record
+
+
+def test_claim_records_of_the_first_format_are_read_with_an_unknown_facility() -> None:
+    """Records written before the facility was kept (format 1: the header starts with the member id)
+    are still read; an unknown format is an error, never a misread."""
+    settled = b'{"type":"claim.settled"}'
+    old = orjson.dumps(["M", "fp", 2023, [1, 2, 3, 4, 1], 10, 20, 180000]) + b"\n" + settled
+    record = decode_record("C1", old)
+    assert (record.member_id, record.fund_pay, record.cap_fen, record.facility_id) == ("M", 20, 180000, None)
+    assert record.settled.data == settled and record.reversed is None
+    assert encode_record(record).startswith(b"[2,")  # written back in the current format
+    future = orjson.dumps([3, "M", "fp", 2023, [1, 2, 3, 4, 1], 10, 20, None, "H1"]) + b"\n" + settled
+    with pytest.raises(ValueError, match="unknown format 3"):
+        decode_record("C1", future)

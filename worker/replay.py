@@ -1,69 +1,78 @@
 """Offline replay (contracts.md §Offline replay): inbound JSONL in, outbound JSONL out, in order.
 
-The same decode and engine code as the Kafka worker, with the in-memory store. Analysts use it to
-re-run a day of claims, so the loop is kept tight: no per-message allocation beyond the models.
+The same decode, routing (`Settler`) and engine code as the Kafka worker, over the in-memory store.
+Member messages are settled in batches; a reference line (a profile or a facility) first settles
+what came before it, so every message sees exactly the registry the lines before it built.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import asyncio
 import gc
 from collections.abc import Iterable
 from typing import BinaryIO
 
 from contracts.inbound import FacilityRegistered, MemberProfile
-from contracts.types import CHINA_TZ
 from worker.adapters.memory import MemoryStore
-from worker.domain.engine import Context, decide
+from worker.clock import now_text
 from worker.domain.policy import PolicyBook, load_policies
-from worker.intake import Source, decode
+from worker.intake import Decoded, Source, decode
+from worker.settlement import Record, Settler
 
-
-def now_text() -> str:
-    """The current time in UTC+08:00, second precision, as written into `*_at` fields."""
-    return dt.datetime.now(CHINA_TZ).isoformat(timespec="seconds")
+BATCH = 1024
+GC_THRESHOLDS = (20_000, 20, 100)
 
 
 class Replayer:
-    """Feeds messages one by one through decode → engine → memory store."""
+    """Feeds messages through decode → Settler → the in-memory store."""
 
     def __init__(self, policies: PolicyBook | None = None) -> None:
         self.policies = policies or load_policies()
-        self.store = MemoryStore()
+        self.store = MemoryStore(keep_message_answers=False)  # a replayed line is never redelivered
         self.facilities: dict[str, FacilityRegistered] = {}
+        self.settler = Settler(self.store, self.policies, self.facilities)
 
     def run(self, lines: Iterable[bytes], out: BinaryIO) -> int:
         """Replay every line; returns the number of lines read."""
-        policies, store, facilities = self.policies, self.store, self.facilities
+        return asyncio.run(self.replay(lines, out))
+
+    async def replay(self, lines: Iterable[bytes], out: BinaryIO) -> int:
         write = out.write
+        settle = self.settler.settle_decoded
+        pending: list[tuple[Record, Decoded]] = []
         count = 0
         now = now_text()
-        ctx = Context(policies, facilities, now)
+        gc.freeze()  # what is alive now is store state, kept to the end (see below)
+        thresholds = gc.get_threshold()
+        gc.set_threshold(*GC_THRESHOLDS)  # a batch in flight holds thousands of young, acyclic objects
+
+        async def flush() -> None:
+            for outgoing in await settle(pending, now):
+                write(outgoing.event.data + b"\n")
+            pending.clear()
+
         for offset, line in enumerate(lines):
             count += 1
-            if offset & 16383 == 0:
+            raw = line.rstrip(b"\r\n")
+            source = Source("replay", 0, offset)
+            decoded = decode(raw, source, now)
+            message = decoded.message
+            if isinstance(message, MemberProfile | FacilityRegistered):
+                if pending:
+                    await flush()
+                if isinstance(message, MemberProfile):
+                    self.store.put_profile(message)
+                else:
+                    self.facilities[message.facility_id] = message
+                continue
+            pending.append((Record(source, None, raw), decoded))
+            if len(pending) >= BATCH:
+                await flush()
                 now = now_text()
-                ctx = Context(policies, facilities, now)
                 # What is alive now is store state, kept to the end: stop the cyclic GC rescanning it
                 # (it holds no reference cycles, so freezing it leaks nothing).
                 gc.freeze()
-            raw = line.rstrip(b"\r\n")
-            decoded = decode(raw, Source("replay", 0, offset), now)
-            message = decoded.message
-            if message is None:
-                for event in decoded.events:
-                    write(event.data + b"\n")
-                continue
-            if isinstance(message, MemberProfile):
-                store.put_profile(message)
-                continue
-            if isinstance(message, FacilityRegistered):
-                facilities[message.facility_id] = message
-                continue
-            view = store.view(message.member_id)
-            decision = decide(message, view, ctx)
-            if decision.effect is not None:
-                store.apply(view, decision.effect)
-            for event in decision.events:
-                write(event.data + b"\n")
+        if pending:
+            await flush()
+        gc.set_threshold(*thresholds)
         return count

@@ -30,12 +30,13 @@ from contracts.inbound import (
     MemberProfile,
 )
 from contracts.wire import Emitted, emit
-from worker.adapters.redis_store import Loaded, Plan, RedisStore, Wants, message_digest
+from worker.adapters.redis_store import message_digest
 from worker.domain.accounts import period_key
 from worker.domain.engine import Context, decide
 from worker.domain.policy import PolicyBook
 from worker.domain.state import MemberView
-from worker.intake import Source, dead_letter, decode
+from worker.intake import Decoded, Source, dead_letter, decode
+from worker.ports import Loaded, Plan, StateStore, Wants
 
 log = logging.getLogger("worker.settlement")
 MAX_ROUNDS = 8
@@ -51,19 +52,22 @@ class StoreContention(RuntimeError):
 
 @dataclass(slots=True)
 class Record:
-    """One inbound Kafka record."""
+    """One inbound Kafka record; `correlation` is its `correlation_id` header, if any."""
 
     source: Source
     key: bytes | None
     value: bytes
+    correlation: bytes | None = None
 
 
 @dataclass(slots=True)
 class Outgoing:
-    """One outbound event with the Kafka key it is published under."""
+    """One outbound event with the Kafka key it is published under, and the `correlation_id` header
+    of the record it answers (contracts.md §Delivery semantics)."""
 
     key: bytes | None
     event: Emitted
+    correlation: bytes | None = None
 
 
 class Hold:
@@ -84,8 +88,11 @@ class _Item:
 
 
 class Settler:
+    """Decides batches of member messages against any `StateStore` (Redis in the worker, memory in
+    replay): the one routing of decoded messages to the engine."""
+
     def __init__(
-        self, store: RedisStore, policies: PolicyBook, facilities: dict[str, FacilityRegistered]
+        self, store: StateStore, policies: PolicyBook, facilities: dict[str, FacilityRegistered]
     ) -> None:
         self.store = store
         self.policies = policies
@@ -99,16 +106,24 @@ class Settler:
         caller can retry the batch without a later batch overtaking it; without, they are released
         on return.
         """
-        answers: list[list[Outgoing]] = [[] for _ in records]
+        return await self.settle_decoded(
+            [(record, decode(record.value, record.source, now)) for record in records], now, hold
+        )
+
+    async def settle_decoded(
+        self, items: Sequence[tuple[Record, Decoded]], now: str, hold: Hold | None = None
+    ) -> list[Outgoing]:
+        """`settle` for records the caller has decoded already (replay routes reference data itself)."""
+        answers: list[list[Outgoing]] = [[] for _ in items]
         groups: dict[str, list[_Item]] = {}
-        for index, record in enumerate(records):
-            decoded = decode(record.value, record.source, now)
+        for index, (record, decoded) in enumerate(items):
             message = decoded.message
             if message is None:
-                answers[index] = [Outgoing(record.key, e) for e in decoded.events]
+                answers[index] = [Outgoing(record.key, e, record.correlation) for e in decoded.events]
             elif isinstance(message, MemberProfile | FacilityRegistered):
                 error = f"{message.type} belongs on its reference topic, not {record.source.topic}"
-                answers[index] = [Outgoing(record.key, emit(dead_letter(record.value, record.source, error)))]
+                dead = emit(dead_letter(record.value, record.source, error))
+                answers[index] = [Outgoing(record.key, dead, record.correlation)]
             else:
                 groups.setdefault(message.member_id, []).append(_Item(index, record, message))
         own = hold or Hold()
@@ -214,7 +229,7 @@ class Settler:
                 if stored is not None:
                     digest = message_digest(item.record.value)
                     if stored[0] == digest:  # redelivered: the first answer stands (contracts.md)
-                        answers[item.index] = [Outgoing(key, e) for e in stored[1]]
+                        answers[item.index] = [Outgoing(key, e, item.record.correlation) for e in stored[1]]
                         continue
                     log.warning(
                         "%s holds another message than the one answered there (topic re-created?)", source
@@ -222,7 +237,7 @@ class Settler:
                 events, kept = self._decide_one(item, view, ctx, plan)
                 if digest is not None or not kept:  # else the state keeps the answer: no copy per message
                     plan.answers.append((source, digest or message_digest(item.record.value), events))
-                answers[item.index] = [Outgoing(key, e) for e in events]
+                answers[item.index] = [Outgoing(key, e, item.record.correlation) for e in events]
             if plan.writes():  # a fully redelivered group writes nothing
                 plans.append(plan)
         return plans
@@ -264,15 +279,19 @@ def _held(hold: Hold, member_id: str) -> bool:
 def _wants(items: list[_Item]) -> Wants:
     want = Wants([item.record.source for item in items])
     for item in items:
-        message = item.message
-        if isinstance(message, (ClaimSubmitted, ClaimReversalRequested)):  # a tuple: faster than a union
-            if message.claim_id not in want.claim_ids:
-                want.claim_ids.append(message.claim_id)
-        else:
-            request_id = message.request_id
-            if request_id not in want.request_ids:
-                want.request_ids.append(request_id)
-            key = period_key(message)
-            if key is not None and key not in want.period_keys:
-                want.period_keys.append(key)
+        add_wants(want, item.message)
     return want
+
+
+def add_wants(want: Wants, message: MemberMessage) -> None:
+    """Add what deciding `message` reads to its member's `want` (the gateway's quotes read the same)."""
+    if isinstance(message, (ClaimSubmitted, ClaimReversalRequested)):  # a tuple: faster than a union
+        if message.claim_id not in want.claim_ids:
+            want.claim_ids.append(message.claim_id)
+    else:
+        request_id = message.request_id
+        if request_id not in want.request_ids:
+            want.request_ids.append(request_id)
+        key = period_key(message)
+        if key is not None and key not in want.period_keys:
+            want.period_keys.append(key)

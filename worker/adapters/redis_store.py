@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -38,6 +37,7 @@ from contracts.inbound import MemberProfile
 from contracts.wire import Emitted
 from worker.domain.state import Accumulators, ClaimRecord, Ledger, MemberView
 from worker.intake import Source
+from worker.ports import Loaded, Plan, Wants
 
 RedisClient = Redis | RedisCluster
 Call = tuple[str, tuple[Any, ...], dict[str, Any]]
@@ -102,11 +102,17 @@ def decode_ledger(raw: bytes) -> Ledger:
     return Ledger(years, flat[0], flat[1], flat[2], flat[3], flat[4])
 
 
+RECORD_FORMAT = 2
+"""Format version of stored claim records: 2 adds the settling facility. A version-1 header (no
+version number; it starts with the member id) is read with an unknown facility."""
+
+
 def encode_record(record: ClaimRecord) -> bytes:
     """A claim record as a JSON header line followed by its answers' bytes, one per line, as they
     went out (compact JSON holds no raw newline), so they are neither escaped nor re-encoded."""
     header = orjson.dumps(
         [
+            RECORD_FORMAT,
             record.member_id,
             record.fingerprint,
             record.year,
@@ -114,6 +120,7 @@ def encode_record(record: ClaimRecord) -> bytes:
             record.account_pay,
             record.fund_pay,
             record.cap_fen,
+            record.facility_id,
         ]
     )
     parts = [header, record.settled.data]
@@ -124,7 +131,12 @@ def encode_record(record: ClaimRecord) -> bytes:
 
 def decode_record(claim_id: str, raw: bytes) -> ClaimRecord:
     header, settled, *reversed_ = raw.split(b"\n")
-    member_id, content, year, delta, account_pay, fund_pay, cap = orjson.loads(header)
+    fields = orjson.loads(header)
+    if isinstance(fields[0], str):  # format 1
+        fields = [1, *fields, None]
+    if fields[0] != RECORD_FORMAT and fields[0] != 1:
+        raise ValueError(f"claim record {claim_id} has unknown format {fields[0]!r}; upgrade the worker")
+    _, member_id, content, year, delta, account_pay, fund_pay, cap, facility_id = fields
     return ClaimRecord(
         claim_id,
         member_id,
@@ -134,6 +146,7 @@ def decode_record(claim_id: str, raw: bytes) -> ClaimRecord:
         account_pay,
         fund_pay,
         cap,
+        facility_id,
         Emitted("claim.settled", settled),
         Emitted("claim.reversed", reversed_[0]) if reversed_ else None,
     )
@@ -156,46 +169,6 @@ def unpack(blob: bytes) -> list[Emitted]:
         kind, _, data = line.partition(b"\t")
         out.append(Emitted(kind.decode(), data))
     return out
-
-
-@dataclass(slots=True)
-class Wants:
-    """What one member's messages in a batch need read."""
-
-    sources: list[Source] = field(default_factory=list)
-    claim_ids: list[str] = field(default_factory=list)
-    request_ids: list[str] = field(default_factory=list)
-    period_keys: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class Loaded:
-    """A member's snapshot, and the stored answers of messages already processed once, each with the
-    digest of the message it answered."""
-
-    view: MemberView
-    answered: dict[Source, tuple[bytes, list[Emitted]]]
-
-
-@dataclass(slots=True)
-class Plan:
-    """Everything one member's batch decided, to be written in one compare-and-set."""
-
-    member_id: str
-    version: int
-    ledger: Ledger | None = None
-    new_claim_ids: list[str] = field(default_factory=list)
-    new_request_ids: list[str] = field(default_factory=list)
-    answers: list[tuple[Source, bytes, list[Emitted]]] = field(
-        default_factory=list
-    )  # (source, digest, events)
-    claims: dict[str, ClaimRecord] = field(default_factory=dict)
-    requests: dict[str, Emitted] = field(default_factory=dict)
-    periods: list[str] = field(default_factory=list)
-
-    def writes(self) -> bool:
-        """Whether the plan changes anything (a group whose every message was answered before does not)."""
-        return self.ledger is not None or bool(self.answers or self.claims or self.requests or self.periods)
 
 
 class RedisStore:
@@ -280,7 +253,7 @@ class RedisStore:
         calls += [("get", (key,), {}) for key in separate_owner_keys]
         results = await self._batch(calls)
         loaded: dict[str, Loaded] = {}
-        foreign: list[tuple[str, str, str]] = []  # (member, request id, owner)
+        foreign: list[tuple[str, str, str, bool]] = []  # (member, claim or request id, owner, is claim)
         separate = results[len(groups) :]
         at_owner = 0
         for group, size, row in zip(groups, sizes, results, strict=False):
@@ -293,7 +266,7 @@ class RedisStore:
                     member_id, want, row, at, separate, at_owner, foreign
                 )
         if foreign:
-            await self._load_foreign_answers(loaded, foreign)
+            await self._load_foreign(loaded, foreign)
         return loaded
 
     def _snapshot(
@@ -304,7 +277,7 @@ class RedisStore:
         at: int,
         owners: Sequence[bytes],
         at_owner: int,
-        foreign: list[tuple[str, str, str]],
+        foreign: list[tuple[str, str, str, bool]],
     ) -> tuple[Loaded, int, int]:
         """One member's view from its section of a load script's reply, starting at `at`, and its
         owners' from `owners` at `at_owner`; returns the view and where the next member's begin."""
@@ -321,7 +294,9 @@ class RedisStore:
             if value := row[at]:
                 claims[claim_id] = decode_record(claim_id, value)
             if owner := owners[at_owner]:
-                claim_owners[claim_id] = owner.decode()
+                claim_owners[claim_id] = owner_id = owner.decode()
+                if owner_id != member_id:
+                    foreign.append((member_id, claim_id, owner_id, True))
             at += 1
             at_owner += 1
         answers: dict[str, Emitted] = {}
@@ -330,7 +305,7 @@ class RedisStore:
                 answers[request_id] = unpack(value)[0]
             owner = owners[at_owner]
             if owner and request_id not in answers and owner.decode() != member_id:
-                foreign.append((member_id, request_id, owner.decode()))
+                foreign.append((member_id, request_id, owner.decode(), False))
             at += 1
             at_owner += 1
         periods: set[str] = set()
@@ -350,14 +325,23 @@ class RedisStore:
         )
         return Loaded(view, answered), at, at_owner
 
-    async def _load_foreign_answers(
-        self, loaded: dict[str, Loaded], foreign: list[tuple[str, str, str]]
+    async def _load_foreign(
+        self, loaded: dict[str, Loaded], foreign: list[tuple[str, str, str, bool]]
     ) -> None:
-        """A request id first answered for another member gets that member's stored answer (§8.7)."""
-        calls: list[Call] = [("get", (answer_key(member_key(owner, ""), r),), {}) for _, r, owner in foreign]
-        for (member_id, request_id, _), value in zip(foreign, await self._batch(calls), strict=True):
-            if value:
-                loaded[member_id].view.answers[request_id] = unpack(value)[0]
+        """Ids another member owns: a request id gets that member's stored answer (§8.7); a claim id
+        its record, whose facility a reversal checks before the member (rules §7)."""
+        calls: list[Call] = [
+            ("get", ((record_key if is_claim else answer_key)(member_key(owner, ""), ident),), {})
+            for _, ident, owner, is_claim in foreign
+        ]
+        for (member_id, ident, _, is_claim), value in zip(foreign, await self._batch(calls), strict=True):
+            if not value:
+                continue
+            view = loaded[member_id].view
+            if is_claim:
+                view.claims[ident] = decode_record(ident, value)
+            else:
+                view.answers[ident] = unpack(value)[0]
 
     def remember_profile(self, raw: bytes, profile: MemberProfile) -> None:
         """Keep a profile the reference feed has just validated, so that a member's first claim
@@ -429,6 +413,15 @@ class RedisStore:
         others = len(plan.claims) + len(plan.requests) + len(plan.periods)
         args += [plan.member_id, plan.version, ledger, index_count, len(plan.answers), others]
         args += values
+
+    async def find_claim(self, claim_id: str) -> ClaimRecord | None:
+        owner: bytes | None = await self.redis.get(claim_owner_key(claim_id))  # type: ignore[assignment]
+        if owner is None:
+            return None
+        value: bytes | None = await self.redis.get(  # type: ignore[assignment]
+            record_key(member_key(owner.decode(), ""), claim_id)
+        )
+        return decode_record(claim_id, value) if value else None
 
     # ---------------------------------------------------------------- reference data
 

@@ -148,13 +148,17 @@ def _incentive(
     spec = policy.accounts.incentive
     if spec is None:
         raise Rejection(Code.NOT_APPLICABLE, "no health incentive in this city", None)
+    if request.year < spec.first_year:
+        raise Rejection(
+            Code.NOT_APPLICABLE, f"no health incentive is evaluated before {spec.first_year}", "year"
+        )
     ledger = view.ledger
     last = ledger.incentive_year
     if last is not None and request.year <= last:
         raise Rejection(
             Code.DUPLICATE_PERIOD, f"year {request.year} is not after the last evaluated year", "year"
         )
-    qualifying = ledger.year(request.year).incentive_fund == 0
+    qualifying = ledger.year(request.year).incentive_fund + request.other_fund_fen == 0
     if not qualifying:
         streak = 0
     elif last == request.year - 1 and ledger.incentive_qualified:

@@ -92,13 +92,13 @@ def rejection_event(
     )
 
 
-def _request_digest(message: ClaimSubmitted | ClaimReversalRequested) -> str:
+def request_digest(message: ClaimSubmitted | ClaimReversalRequested) -> str:
     return hashlib.sha256(message.model_dump_json().encode()).hexdigest()
 
 
 def _reject(message: ClaimSubmitted | ClaimReversalRequested, error: Rejection, ctx: Context) -> Decision:
     event = rejection_event(
-        message.type, message.claim_id, message.member_id, error, _request_digest(message), ctx.now
+        message.type, message.claim_id, message.member_id, error, request_digest(message), ctx.now
     )
     return Decision([emit(event)])
 
@@ -255,6 +255,8 @@ def settle(claim: ClaimSubmitted, view: MemberView, ctx: Context) -> Decision:
         member_id=claim.member_id,
         city=profile.city,
         policy_version=policy.id,
+        facility_id=claim.facility_id,
+        prescribing_facility_id=claim.prescribing_facility_id,
         service_date=day.isoformat(),
         settled_at=ctx.now,
         channel=claim.channel,
@@ -276,6 +278,7 @@ def settle(claim: ClaimSubmitted, view: MemberView, ctx: Context) -> Decision:
         fund_exclusions=exclusions,
         fund_limits=pool.limits,
         segments=pool.segments,
+        category_totals_fen=split.category_totals,
         accumulators_after=_accumulators_after(year, after, table.cap_fen),
     )
     settled = emit(event)
@@ -288,6 +291,7 @@ def settle(claim: ClaimSubmitted, view: MemberView, ctx: Context) -> Decision:
         account_pay=account_pay,
         fund_pay=pool.fund_pay,
         cap_fen=table.cap_fen,
+        facility_id=claim.facility_id,
         settled=settled,
     )
     ledger = view.ledger.with_year(year, after, balance_after)
@@ -295,25 +299,30 @@ def settle(claim: ClaimSubmitted, view: MemberView, ctx: Context) -> Decision:
 
 
 def reverse(request: ClaimReversalRequested, view: MemberView, ctx: Context) -> Decision:
-    """Decide a `claim.reversal_requested` (rules §7 Reversal)."""
-    owner = view.claim_owners.get(request.claim_id)
-    record = view.claims.get(request.claim_id) if owner == request.member_id else None
-    if owner is not None and owner != request.member_id:
-        return _reject(
-            request,
-            Rejection(
-                Code.MEMBER_MISMATCH,
-                f"claim {request.claim_id} was settled for another member",
-                "member_id",
-            ),
-            ctx,
+    """Decide a `claim.reversal_requested` (rules §7 Reversal): unknown claim, then another facility's
+    claim, then another member's, before the outcome."""
+    claim_id = request.claim_id
+    owner = view.claim_owners.get(claim_id)
+    record = view.claims.get(claim_id) if owner is not None else None
+    error: Rejection | None = None
+    if owner is None or (record is None and owner == request.member_id):
+        error = Rejection(Code.UNKNOWN_CLAIM, f"claim {claim_id} was never settled", "claim_id")
+    elif (
+        request.facility_id is not None
+        and record is not None
+        and record.facility_id is not None
+        and request.facility_id != record.facility_id
+    ):
+        error = Rejection(
+            Code.FACILITY_MISMATCH, f"claim {claim_id} was not settled by this facility", "facility_id"
         )
-    if record is None:
-        return _reject(
-            request,
-            Rejection(Code.UNKNOWN_CLAIM, f"claim {request.claim_id} was never settled", "claim_id"),
-            ctx,
+    elif owner != request.member_id:
+        error = Rejection(
+            Code.MEMBER_MISMATCH, f"claim {claim_id} was settled for another member", "member_id"
         )
+    if error is not None:
+        return _reject(request, error, ctx)
+    assert record is not None
     if record.reversed is not None:
         return Decision([record.reversed], repeated=True)
     after = view.ledger.year(record.year).plus(record.delta, -1)
@@ -324,6 +333,7 @@ def reverse(request: ClaimReversalRequested, view: MemberView, ctx: Context) -> 
         event_id=f"{request.claim_id}:reversed",
         claim_id=request.claim_id,
         member_id=request.member_id,
+        facility_id=record.facility_id,
         reversed_at=ctx.now,
         fund_pay_fen=record.fund_pay,
         account_pay_fen=record.account_pay,

@@ -120,6 +120,8 @@ class IncentiveSpec(_Data):
     first_fen: int = Field(ge=0)
     step_fen: int = Field(ge=0)
     max_fen: int = Field(ge=0)
+    first_year: int = Field(ge=2000, le=2100)
+    """The first year evaluated (`incentive_first_year`); earlier years are `NOT_APPLICABLE`."""
 
 
 Disposition = Literal["inherited", "to_pooling_fund", "withdrawn", "transferred"]

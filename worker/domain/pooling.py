@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from contracts.inbound import ClaimLine
+from contracts.inbound import CATEGORIES, ClaimLine
 from contracts.outbound import FundLimit
 from worker.domain.money import BP_SCALE, rhu
 from worker.domain.policy import Policy, TableSpec
@@ -22,14 +22,20 @@ class LineSplit:
     eligible_uncapped: int = 0  # E_k
     eligible_uncounted: int = 0  # E_u
     not_account_payable: int = 0  # Σ amount of lines the account may not pay (§8.1)
+    category_totals: dict[str, int] = field(default_factory=dict)
+    """Σ amount per category present, in the contract's category order (`category_totals_fen`)."""
 
     @property
     def eligible(self) -> int:
         return self.eligible_other + self.eligible_uncapped + self.eligible_uncounted
 
 
+_CATEGORY_ORDER = {category: index for index, category in enumerate(CATEGORIES)}
+
+
 def split_lines(lines: tuple[ClaimLine, ...], policy: Policy) -> LineSplit:
     out = LineSplit()
+    totals = out.category_totals
     excluded = policy.fund_excluded_categories
     uncounted = policy.uncounted_categories
     uncapped = policy.uncapped_categories
@@ -38,6 +44,7 @@ def split_lines(lines: tuple[ClaimLine, ...], policy: Policy) -> LineSplit:
         amount = line.amount_fen
         category = line.category
         out.total += amount
+        totals[category] = totals.get(category, 0) + amount
         if category not in account_ok:
             out.not_account_payable += amount
         if category in excluded or line.coverage == "C":
@@ -53,6 +60,8 @@ def split_lines(lines: tuple[ClaimLine, ...], policy: Policy) -> LineSplit:
             out.eligible_uncapped += amount
         else:
             out.eligible_other += amount
+    if len(totals) > 1:
+        out.category_totals = dict(sorted(totals.items(), key=lambda item: _CATEGORY_ORDER[item[0]]))
     return out
 
 

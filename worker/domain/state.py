@@ -99,6 +99,8 @@ class ClaimRecord:
     account_pay: int
     fund_pay: int
     cap_fen: int | None
+    facility_id: str | None
+    """The facility that settled the claim (None only in records kept before it was recorded)."""
     settled: Emitted
     reversed: Emitted | None = None
 
@@ -119,7 +121,9 @@ class MemberView:
 
     `claim_owners` and `answers` are global indexes (claim id → member, request id → stored answer):
     the in-memory store shares one dict between all members; the Redis store fills them with the ids
-    the batch asks about.
+    the batch asks about. `claims` holds the records of the claim ids asked about, also of a claim
+    another member owns (a reversal names the facility of a foreign claim before its member); the
+    engine compares `claim_owners` before taking a record as the member's own.
     """
 
     member_id: str

@@ -29,13 +29,22 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from worker.clock import now_text
 from worker.intake import Source
-from worker.kafka.publisher import Publisher
-from worker.replay import now_text
+from worker.kafka.publisher import CORRELATION_HEADER, Publisher
 from worker.settings import Settings
 from worker.settlement import Hold, Outgoing, Record, Settler
 
 log = logging.getLogger("worker.handler")
+
+
+def correlation(headers: Sequence[tuple[str, bytes]] | None) -> bytes | None:
+    """The record's `correlation_id` header (1–128 bytes), copied onto every answer (contracts.md)."""
+    if headers:
+        for name, value in headers:
+            if name == CORRELATION_HEADER and value and len(value) <= 128:
+                return bytes(value)
+    return None
 
 
 def _partitions(records: Sequence[Record]) -> set[TopicPartition]:
@@ -87,7 +96,10 @@ class BatchHandler:
                 log.info("stopping: %d records left for redelivery", len(raw) - start)
                 return
             chunk = raw[start : start + size]
-            batch = [Record(Source(r.topic, r.partition, r.offset), r.key, r.value or b"") for r in chunk]
+            batch = [
+                Record(Source(r.topic, r.partition, r.offset), r.key, r.value or b"", correlation(r.headers))
+                for r in chunk
+            ]
             previous = self.last
             flight = self.last = _Flight(batch, previous)
             task = asyncio.create_task(self._fly(flight, consumer))

@@ -14,6 +14,8 @@ from worker.settings import Settings
 from worker.settlement import Outgoing
 
 _HASH_CACHE_SIZE = 500_000
+CORRELATION_HEADER = "correlation_id"
+"""The header a requester (the point-of-sale gateway) sets to match answers to its own request."""
 
 
 def route(settings: Settings) -> dict[str, str]:
@@ -86,10 +88,12 @@ class Publisher:
             chain = builders.get((topic, partition))
             if chain is None:  # not setdefault: that would make a record batch for every answer
                 chain = builders[(topic, partition)] = [producer.create_batch()]
-            if chain[-1].append(key=item.key, value=item.event.data, timestamp=None) is None:
+            headers = [(CORRELATION_HEADER, item.correlation)] if item.correlation is not None else []
+            data = item.event.data
+            if chain[-1].append(key=item.key, value=data, timestamp=None, headers=headers) is None:
                 chain.append(producer.create_batch())  # the batch is full: start the next one
-                if chain[-1].append(key=item.key, value=item.event.data, timestamp=None) is None:
-                    raise ValueError(f"an answer of {len(item.event.data)} bytes exceeds the batch size")
+                if chain[-1].append(key=item.key, value=data, timestamp=None, headers=headers) is None:
+                    raise ValueError(f"an answer of {len(data)} bytes exceeds the batch size")
         futures = []
         for (topic, partition), chain in builders.items():
             for batch in chain:

@@ -27,21 +27,27 @@ log = logging.getLogger("worker.reference")
 
 
 class ReferenceFeed:
+    """The worker's feed (profiles into `store`, facilities, dead letters through `publisher`), or,
+    without a store, the gateway's: facilities only, leaving invalid records to the worker."""
+
     def __init__(
         self,
         settings: Settings,
-        store: RedisStore,
+        store: RedisStore | None,
         facilities: dict[str, FacilityRegistered],
-        publisher: Publisher,
+        publisher: Publisher | None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.facilities = facilities
         self.publisher = publisher
-        self.topics = (settings.topic_profiles, settings.topic_facilities)
+        self.topics: tuple[str, ...] = (
+            (settings.topic_profiles, settings.topic_facilities) if store else (settings.topic_facilities,)
+        )
         self.consumer: AIOKafkaConsumer | None = None
         self.task: asyncio.Task[None] | None = None
         self.loaded = 0
+        self.bootstrapped = False
 
     async def bootstrap(self, limit_seconds: float = 300.0) -> None:
         """Load both topics up to their end offsets, then until a poll finds nothing more."""
@@ -56,6 +62,7 @@ class ReferenceFeed:
         try:
             await consumer.start()
             await self._load_to_end(consumer, limit_seconds)
+            self.bootstrapped = True
         except Exception:
             await consumer.stop()  # the caller retries with a fresh consumer
             raise
@@ -133,6 +140,10 @@ class ReferenceFeed:
                 continue
             decoded = decode(record.value, source, "")
             message = decoded.message
+            if self.store is None:  # the gateway's feed: facilities only
+                if isinstance(message, FacilityRegistered):
+                    self.facilities[message.facility_id] = message
+                continue
             if isinstance(message, MemberProfile) and record.topic == self.settings.topic_profiles:
                 profiles.append((message.member_id, record.offset, record.value))
                 self.store.remember_profile(record.value, message)
@@ -140,7 +151,8 @@ class ReferenceFeed:
                 self.facilities[message.facility_id] = message
             else:
                 invalid.append((source, self._dead_letter(record, source, decoded.events)))
-        await self.store.put_profiles(profiles)
+        if self.store is not None:
+            await self.store.put_profiles(profiles)
         if invalid:
             await self._publish_once(invalid)
 
@@ -160,6 +172,7 @@ class ReferenceFeed:
 
     async def _publish_once(self, invalid: list[tuple[Source, Outgoing]]) -> None:
         """Every worker reads the reference topics: the first to mark a record dead-letters it."""
+        assert self.store is not None and self.publisher is not None
         ours = []
         for source, outgoing in invalid:
             marker = f"dead-lettered:{source.topic}:{source.partition}:{source.offset}"

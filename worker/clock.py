@@ -1,0 +1,12 @@
+"""The one clock of the product: the time written into `*_at` fields and gateway answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from contracts.types import CHINA_TZ
+
+
+def now_text() -> str:
+    """The current time in UTC+08:00, second precision, as written into `*_at` fields."""
+    return dt.datetime.now(CHINA_TZ).isoformat(timespec="seconds")
