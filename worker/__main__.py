@@ -1,4 +1,5 @@
-"""Command line: `python -m worker replay [FILE]`, `python -m worker run`, `python -m worker bench`."""
+"""Command line: `python -m worker replay [FILE]`, `run` (the Kafka worker), `gateway` (the point-of-sale
+HTTP gateway; `gateway token FACILITY_ID` prints a token), `bench`."""
 
 from __future__ import annotations
 
@@ -25,6 +26,26 @@ def _run(args: argparse.Namespace) -> int:
     return run_worker()
 
 
+def _gateway(args: argparse.Namespace) -> int:
+    from worker.settings import Settings
+
+    settings = Settings()
+    if args.action == "token":
+        from worker.gateway.auth import issue_token
+
+        if settings.gateway_jwt_secret is None:
+            print("set WORKER_GATEWAY_JWT_SECRET to issue HS256 tokens", file=sys.stderr)
+            return 2
+        if not args.facility_id:
+            print("usage: claims-worker gateway token FACILITY_ID [--ttl SECONDS]", file=sys.stderr)
+            return 2
+        print(issue_token(settings.gateway_jwt_secret.get_secret_value(), args.facility_id, args.ttl))
+        return 0
+    from worker.gateway.app import run_gateway
+
+    return run_gateway(settings)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # the benchmark has its own options (python -m worker bench --help)
@@ -38,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     replay.set_defaults(func=_replay)
     run = sub.add_parser("run", help="run the Kafka worker (settings from the environment)")
     run.set_defaults(func=_run)
+    gateway = sub.add_parser(
+        "gateway",
+        help="run the point-of-sale HTTP gateway, or `gateway token FACILITY_ID` to print an HS256 token",
+    )
+    gateway.add_argument("action", nargs="?", choices=["token"], help="print a token instead of serving")
+    gateway.add_argument("facility_id", nargs="?")
+    gateway.add_argument("--ttl", type=int, default=3600, help="token lifetime in seconds (default 3600)")
+    gateway.set_defaults(func=_gateway)
     sub.add_parser("bench", help="end-to-end Kafka benchmark (python -m worker bench --help)")
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -55,3 +55,17 @@ class Settings(BaseSettings):
     fault_crash_before_commit: bool = False
     """Fault injection for the redelivery test: die (SIGKILL) after publishing a batch's answers and
     before committing its offsets. Never set in production."""
+
+    # ---------------------------------------------------------------- point-of-sale gateway
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(8080, ge=0, le=65535)
+    gateway_wait_seconds: float = Field(3.0, ge=0, le=30)
+    """How long a settle or reversal request waits for the worker's answer unless `Prefer: wait=N`."""
+    gateway_jwt_secret: SecretStr | None = None
+    """HS256 key of the facilities' bearer tokens."""
+    gateway_jwt_public_key: str | None = None
+    """PEM public key (RSA or EC) for RS256 / ES256 tokens; both kinds of key may be set at once."""
+    gateway_publish_timeout_seconds: float = Field(5.0, gt=0)
+    """A publish Kafka has not acknowledged by then is answered 503 with Retry-After."""
+    gateway_request_log_hours: int = Field(24, ge=1)
+    """How long a facility's requests are remembered for `GET /v1/claims/{id}` (pending / rejected)."""

@@ -107,17 +107,22 @@ def output_topics(settings: Settings) -> list[str]:
 
 
 class WorkerProcess:
-    """`python -m worker run` in a subprocess with the given environment; logs to a file."""
+    """`python -m worker run` (or another command, e.g. `gateway`) in a subprocess with the given
+    environment; logs to a file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, command: str = "run") -> None:
         self.log_path = log_path
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.command = command
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, wait_ready: float = 120.0) -> WorkerProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker", "run"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "worker", self.command],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         if wait_ready:

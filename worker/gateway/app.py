@@ -1,0 +1,279 @@
+"""Composition root of the gateway: `create_gateway()` wires settings, policies, Redis, Kafka and the
+counter into one FastAPI app; the routes below only translate HTTP to `Counter` calls and back.
+`python -m worker gateway` serves it with uvicorn on uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI, Request, Response
+
+from contracts import openapi
+from contracts.inbound import FacilityRegistered
+from contracts.types import ID_RE
+from worker.adapters.redis_client import connect
+from worker.adapters.redis_store import RedisStore
+from worker.adapters.request_log import RequestLog
+from worker.clock import now_text
+from worker.domain.policy import load_policies
+from worker.gateway.auth import TokenVerifier, Unauthorized
+from worker.gateway.counter import Answer, Counter, problem
+from worker.gateway.replies import ReplyRouter
+from worker.kafka.reference import ReferenceFeed
+from worker.settings import Settings
+
+log = logging.getLogger("worker.gateway")
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*([^,;\s]*)", re.IGNORECASE)
+MAX_WAIT_SECONDS = 30
+
+
+def wait_seconds(prefer: str | None, default: float) -> float:
+    """`Prefer: wait=N` (RFC 7240): N clamped to 0…30; not an integer → the default."""
+    if prefer:
+        match = _PREFER_WAIT.search(prefer)
+        if match and re.fullmatch(r"[+-]?\d{1,9}", match.group(1)):
+            return float(min(max(int(match.group(1)), 0), MAX_WAIT_SECONDS))
+    return default
+
+
+def _respond(answer: Answer) -> Response:
+    return Response(answer.body, answer.status, answer.headers, media_type=answer.media_type)
+
+
+class Gateway:
+    """The running parts, created in the lifespan (aiokafka clients belong to the running loop)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.verifier = TokenVerifier(
+            settings.gateway_jwt_secret.get_secret_value() if settings.gateway_jwt_secret else None,
+            settings.gateway_jwt_public_key,
+        )
+        self.policies = load_policies()
+        self.facilities: dict[str, FacilityRegistered] = {}
+        self.store = RedisStore(
+            connect(settings.redis_url, settings.redis_cluster), settings.answer_ttl_seconds
+        )
+        self.replies = ReplyRouter(settings)
+        self.feed = ReferenceFeed(settings, None, self.facilities, None)
+        self.producer: AIOKafkaProducer | None = None
+        self.counter: Counter | None = None
+        self._starting: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect in the background, retrying, so that the process serves `/livez` and an honest
+        `/readyz` while Kafka or Redis are still coming up."""
+        self._starting = asyncio.create_task(self._connect(), name="gateway-start")
+
+    async def _connect(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self.store.redis.ping()
+                await self.store.load_scripts()
+                if self.producer is None:
+                    producer = AIOKafkaProducer(
+                        bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                        acks="all",
+                        linger_ms=0,
+                        enable_idempotence=self.settings.producer_idempotence,
+                        client_id="claims-gateway",
+                    )
+                    try:
+                        await producer.start()
+                    except Exception:
+                        await producer.stop()
+                        raise
+                    self.producer = producer
+                if not self.replies.ready:
+                    await self.replies.start()
+                if not self.feed.bootstrapped:
+                    await self.feed.bootstrap()
+                    self.feed.follow()
+                self.counter = Counter(
+                    self.settings,
+                    self.store,
+                    self.policies,
+                    self.facilities,
+                    self.producer,
+                    self.replies,
+                    RequestLog(self.store.redis, self.settings.gateway_request_log_hours),
+                )
+                log.info(
+                    "ready: %d facilities; policies %s",
+                    len(self.facilities),
+                    ", ".join(sorted(self.policies.ids)),
+                )
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("gateway not ready (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_seconds)
+
+    async def stop(self) -> None:
+        if self._starting is not None:
+            self._starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starting
+        await self.feed.stop()
+        await self.replies.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+        await self.store.redis.aclose()
+
+    async def missing(self) -> list[str]:
+        """What `/readyz` lacks: nothing once Kafka and Redis answer and the registry is read."""
+        out = []
+        try:
+            await asyncio.wait_for(self.store.redis.ping(), 2)
+        except Exception:
+            out.append("Redis is not reachable")
+        if self.producer is None or not self.replies.ready:
+            out.append("Kafka is not connected")
+        else:
+            try:
+                await asyncio.wait_for(self.producer.client.fetch_all_metadata(), 2)
+            except Exception:
+                out.append("Kafka is not reachable")
+        if not self.feed.bootstrapped:
+            out.append(f"{self.settings.topic_facilities} not read to its end offsets")
+        return out
+
+
+def create_gateway(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    gateway = Gateway(settings)
+    document = orjson.dumps(openapi.document())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = FastAPI(title="claims gateway", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.gateway = gateway
+
+    def facility_of(request: Request) -> str:
+        return gateway.verifier.facility(request.headers.get("authorization"))
+
+    def counter() -> Counter:
+        if gateway.counter is None:
+            raise _NotReady
+        return gateway.counter
+
+    Handler = Callable[[Request], Awaitable[Answer]]
+
+    def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        """Token first, then readiness; problem+json for both (and for any bug: never a bare 500)."""
+
+        async def route(request: Request) -> Response:
+            try:
+                return _respond(await handler(request))
+            except Unauthorized as exc:
+                return _respond(problem(401, "Unauthorized", str(exc), **{"WWW-Authenticate": "Bearer"}))
+            except _NotReady:
+                return _respond(
+                    problem(503, "Service Unavailable", "the gateway is starting", **{"Retry-After": "1"})
+                )
+
+        return route
+
+    async def presettle(request: Request) -> Answer:
+        facility = facility_of(request)
+        desk = counter()
+        now = now_text()
+        read = desk.read_claim(await request.body(), facility, now)
+        if isinstance(read, Answer):
+            return read
+        return await desk.quote(read[0], now)
+
+    async def settle(request: Request) -> Answer:
+        facility = facility_of(request)
+        desk = counter()
+        read = desk.read_claim(await request.body(), facility, now_text())
+        if isinstance(read, Answer):
+            return read
+        wait = wait_seconds(request.headers.get("prefer"), settings.gateway_wait_seconds)
+        return await desk.submit(read[0], read[1], facility, wait)
+
+    async def reverse(request: Request) -> Answer:
+        facility = facility_of(request)
+        desk = counter()
+        claim_id = request.path_params["claim_id"]
+        if not ID_RE.fullmatch(claim_id):
+            return problem(404, "Not Found", "not a claim id")
+        read = desk.read_reversal(claim_id, await request.body(), facility, now_text())
+        if isinstance(read, Answer):
+            return read
+        wait = wait_seconds(request.headers.get("prefer"), settings.gateway_wait_seconds)
+        return await desk.reverse(read[0], read[1], facility, wait)
+
+    async def status(request: Request) -> Answer:
+        facility = facility_of(request)
+        desk = counter()
+        claim_id = request.path_params["claim_id"]
+        if not ID_RE.fullmatch(claim_id):
+            return problem(404, "Not Found", f"no claim {claim_id!r} of this facility")
+        return await desk.status(claim_id, facility)
+
+    app.add_api_route("/v1/claims/presettle", guarded(presettle), methods=["POST"])
+    app.add_api_route("/v1/claims", guarded(settle), methods=["POST"])
+    app.add_api_route("/v1/claims/{claim_id}/reversal", guarded(reverse), methods=["POST"])
+    app.add_api_route("/v1/claims/{claim_id}", guarded(status), methods=["GET"])
+
+    @app.get("/livez")
+    async def livez() -> Response:
+        return Response(status_code=204)
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        missing = await gateway.missing()
+        if missing:
+            return _respond(problem(503, "Service Unavailable", "; ".join(missing), **{"Retry-After": "1"}))
+        return Response(status_code=204)
+
+    @app.get("/openapi.json")
+    async def openapi_json() -> Response:
+        return Response(document, media_type="application/json")
+
+    @app.exception_handler(Exception)
+    async def internal(_: Request, exc: Exception) -> Response:  # a bug answers problem+json, logged
+        log.exception("request failed: %s", type(exc).__name__)
+        return _respond(problem(500, "Internal Server Error", "the gateway failed on this request"))
+
+    return app
+
+
+class _NotReady(Exception):
+    pass
+
+
+def run_gateway(settings: Settings | None = None) -> int:
+    import uvicorn
+
+    settings = settings or Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    uvicorn.run(
+        create_gateway(settings),
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
+    )
+    return 0
