@@ -127,8 +127,16 @@ class Settler:
             else:
                 groups.setdefault(message.member_id, []).append(_Item(index, record, message))
         own = hold or Hold()
+        ctx = Context(self.policies, self.facilities, now)
         try:
-            await self._settle_groups(groups, own, Context(self.policies, self.facilities, now), answers)
+            later = _after_other_members(groups)
+            if later:  # a claim id another member settles earlier in the batch: decide after it
+                await self._settle_groups(
+                    {m: g for m, g in groups.items() if m not in later}, own, ctx, answers
+                )
+                await self._settle_groups({m: groups[m] for m in later}, own, ctx, answers)
+            else:
+                await self._settle_groups(groups, own, ctx, answers)
         finally:
             if hold is None:
                 self.release(own)
@@ -274,6 +282,30 @@ def _held(hold: Hold, member_id: str) -> bool:
     """Whether an earlier, unfinished settlement still holds the member."""
     earlier = hold.after.get(member_id)
     return earlier is not None and not earlier.released.is_set()
+
+
+def _after_other_members(groups: dict[str, list[_Item]]) -> set[str]:
+    """Members with a message about a claim id that another member's claim, earlier in the batch,
+    settles: deciding them with the rest would read the claim's owner index before it is written
+    (a reversal by the wrong member or facility answered UNKNOWN_CLAIM instead of MEMBER_MISMATCH /
+    FACILITY_MISMATCH). They are decided once the rest of the batch is saved, as in batch order."""
+    first: dict[str, tuple[int, str]] = {}
+    for member_id, items in groups.items():
+        for item in items:
+            if isinstance(item.message, ClaimSubmitted) and item.message.claim_id not in first:
+                first[item.message.claim_id] = (item.index, member_id)
+    if not first:
+        return set()
+    later = set()
+    for member_id, items in groups.items():
+        for item in items:
+            message = item.message
+            if isinstance(message, (ClaimSubmitted, ClaimReversalRequested)):
+                settled_by = first.get(message.claim_id)
+                if settled_by is not None and settled_by[1] != member_id and settled_by[0] < item.index:
+                    later.add(member_id)
+                    break
+    return later
 
 
 def _wants(items: list[_Item]) -> Wants:
