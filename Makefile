@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration check-examples schemas bench bench-replay bench-settle clean
+.PHONY: demo test lint typecheck unit integration check-examples schemas bench bench-replay bench-settle bench-gateway clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
+# Extra checks where ../shared exists: the amended examples through replay, and the repo's copy of them.
 check-examples: $(STAMP)
-	../shared/tools/check-examples $(PY)
+	../shared/tools/check-examples $(PY) ../shared/spec/examples-next
+	diff -r --exclude=README.md ../shared/spec/examples-next tests/golden
 
 schemas: $(STAMP)
 	$(PY) -m contracts.export
@@ -46,6 +48,9 @@ bench-settle: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m worker bench
+
+bench-gateway: $(STAMP)
+	$(PY) -m worker.bench.gateway_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .demo .bench

@@ -8,18 +8,22 @@ with a few ledger events, and stops everything it started.
 from __future__ import annotations
 
 import asyncio
+import secrets
+import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
 from worker.bench import synthetic
 from worker.bench.kafka_bench import _settings
+from worker.gateway.auth import issue_token
 from worker.kafka.topics import ensure_topics
 from worker.local.kafka_io import WorkerProcess, collect, output_topics, produce_lines
-from worker.local.services import start_broker, start_redis
+from worker.local.services import free_port, start_broker, start_redis
 
 DAY = "2023-06-15"
 
@@ -82,12 +86,106 @@ def _table(events: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def _show(title: str, response: httpx.Response) -> dict[str, Any]:
+    body: dict[str, Any] = response.json() if response.content else {}
+    print(f"\n{title}: HTTP {response.status_code}")
+    if body.get("type") in ("claim.settled", "claim.presettled"):
+        why = []
+        if body["fund_exclusions"]:
+            why.append("fund pays nothing: " + ", ".join(body["fund_exclusions"]))
+        elif body["deductible_fen"]:
+            why.append(f"deductible {_yuan(body['deductible_fen'])} yuan")
+        why += [f"limit {x}" for x in body["fund_limits"]]
+        print(
+            f"  total {_yuan(body['total_fen'])} = fund {_yuan(body['fund_pay_fen'])} + account "
+            f"{_yuan(body['account_pay_fen'])} + cash {_yuan(body['cash_pay_fen'])} yuan; balance after "
+            f"{_yuan(body['account_balance_after_fen'])}" + (f" ({'; '.join(why)})" if why else "")
+        )
+    elif body.get("type") == "claim.reversed":
+        print(
+            f"  fund {_yuan(body['fund_pay_fen'])} and account "
+            f"{_yuan(body['account_pay_fen'])} yuan given back"
+        )
+    elif body.get("type") == "claim.rejected":
+        print(f"  rejected: {body['reasons'][0]['code']} — {body['reasons'][0]['message']}")
+    elif "status" in body and "claim_id" in body:
+        print(f"  claim {body['claim_id']}: {body['status']}")
+    else:
+        print("  " + orjson.dumps(body).decode()[:200])
+    return body
+
+
+async def _counter_visit(url: str, secret: str, member_id: str) -> None:
+    """What a hospital's HIS sees: a token, a quote, the settlement, a resubmission, a reversal."""
+    token = issue_token(secret, "NC-H00", 600)
+    headers = {"Authorization": f"Bearer {token}"}
+    print("\n== A counter visit over HTTP (the point-of-sale gateway) ==")
+    print(f"token for facility NC-H00 (python -m worker gateway token NC-H00): {token[:24]}…")
+    claim = {
+        "claim_id": "POS-0001",
+        "member_id": member_id,
+        "facility_id": "NC-H00",
+        "service_date": DAY,
+        "submitted_at": f"{DAY}T16:00:00+08:00",
+        "lines": [
+            {"line_id": "1", "item_code": "XC01", "category": "drug", "coverage": "A", "amount_fen": 90_000},
+            {
+                "line_id": "2",
+                "item_code": "CT01",
+                "category": "examination",
+                "coverage": "B",
+                "self_pay_ratio_bp": 1000,
+                "amount_fen": 30_000,
+            },
+        ],
+    }
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        _show(
+            "POST /v1/claims/presettle (the patient sees what they will pay)",
+            await http.post("/v1/claims/presettle", json=claim, headers=headers),
+        )
+        _show("POST /v1/claims (settle)", await http.post("/v1/claims", json=claim, headers=headers))
+        _show(
+            "POST /v1/claims again (a resubmitted claim: the same settlement)",
+            await http.post("/v1/claims", json=claim, headers=headers),
+        )
+        _show("GET /v1/claims/POS-0001", await http.get("/v1/claims/POS-0001", headers=headers))
+        _show(
+            "POST /v1/claims/POS-0001/reversal",
+            await http.post(
+                "/v1/claims/POS-0001/reversal",
+                json={"member_id": member_id, "reason": "drug returned"},
+                headers=headers,
+            ),
+        )
+        _show("GET /v1/claims/POS-0001", await http.get("/v1/claims/POS-0001", headers=headers))
+        stranger = {**claim, "claim_id": "POS-0002", "member_id": "NOBODY"}
+        _show(
+            "POST /v1/claims for a member not in the registry",
+            await http.post("/v1/claims", json=stranger, headers=headers),
+        )
+        other = {"Authorization": f"Bearer {issue_token(secret, 'NC-H01', 600)}"}
+        _show(
+            "GET /v1/claims/POS-0001 with another facility's token (looks like no claim)",
+            await http.get("/v1/claims/POS-0001", headers=other),
+        )
+
+
 async def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="claims-demo-"))
+    try:
+        return await _main(workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        print(f"removed the demo's temporary folder {workdir}")
+
+
+async def _main(workdir: Path) -> int:
     print("starting a local broker and Redis ...")
     broker = start_broker(str(workdir))
     redis = start_redis()
     worker: WorkerProcess | None = None
+    gateway: WorkerProcess | None = None
     try:
         settings, env = _settings(broker.bootstrap_servers, redis.url, f"demo{int(time.time())}", 4)
         print(f"broker: {broker.kind} at {broker.bootstrap_servers}; redis: {redis.url}")
@@ -129,9 +227,35 @@ async def main() -> int:
             f"{len(settled)} settled, {len(rejected)} rejected in {elapsed:.1f} s: "
             f"total {_yuan(total)} yuan = fund {_yuan(fund)} + account {_yuan(account)} + cash {_yuan(cash)}"
         )
+        reimbursed = [e for e in settled if e["fund_payee"] == "member"]
+        print(f"of which reimbursements (the fund pays the member, 零星报销): {len(reimbursed)}")
+        poison = b'{"type": "claim.submitted", "claim_id": '
+        await produce_lines(broker.bootstrap_servers, settings, [poison])
+        dead = [r.event for r in await collect(broker.bootstrap_servers, [settings.topic_dlq], 1, 30)]
+        if dead:
+            print(f"a truncated message went to {settings.topic_dlq}: {dead[0]['error']}")
+        secret = secrets.token_urlsafe(32)
+        port = free_port()
+        gateway = WorkerProcess(
+            {**env, "WORKER_GATEWAY_PORT": str(port), "WORKER_GATEWAY_JWT_SECRET": secret},
+            workdir / "gateway.log",
+            command="gateway",
+        )
+        print("\nstarting the gateway ...")
+        gateway.start()
+        url = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient() as http:
+            for _ in range(300):
+                if (await http.get(url + "/readyz")).status_code == 204:
+                    break
+                await asyncio.sleep(0.1)
+        nanchang = next(m for m in registry if m["type"] == "member.profile" and m["city"] == "nanchang")
+        await _counter_visit(url, secret, nanchang["member_id"])
         return 0 if len(settled) + len(rejected) == len(claims) else 1
     finally:
         print("stopping the worker, broker and Redis ...")
+        if gateway is not None:
+            gateway.close()
         if worker is not None:
             worker.close()
         redis.close()

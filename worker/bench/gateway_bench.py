@@ -105,8 +105,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         processes.append(gateway)
         url = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient() as client:
-            while (await client.get(url + "/readyz")).status_code != 204:
-                await asyncio.sleep(0.2)
+            for _ in range(600):  # the gateway is ready within a minute or the bench fails below
+                if (await client.get(url + "/readyz")).status_code == 204:
+                    break
+                await asyncio.sleep(0.1)
         token = issue_token(SECRET, facility, 3600)
         phases: dict[str, Any] = {}
         plan = [

@@ -25,8 +25,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run(args: argparse.Namespace) -> dict[str, object]:
-    bodies = [line for line in open(args.bodies, "rb").read().splitlines() if line]  # noqa: SIM115
+async def run(args: argparse.Namespace, bodies: list[bytes]) -> dict[str, object]:
     total = int(args.rate * args.seconds)
     headers = {"Authorization": f"Bearer {args.token}", "Content-Type": "application/json"}
     limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
@@ -74,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import uvloop
 
-    result = uvloop.run(run(args))
+    with open(args.bodies, "rb") as handle:
+        bodies = [line for line in handle.read().splitlines() if line]
+    result = uvloop.run(run(args, bodies))
     print(json.dumps(result))
     sys.stdout.flush()
     return 0
