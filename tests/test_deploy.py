@@ -10,7 +10,11 @@ from tests.conftest import ROOT
 def test_compose_file_describes_kafka_redis_and_three_workers() -> None:
     compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"kafka", "redis", "worker"}
+    assert set(services) == {"kafka", "redis", "worker", "gateway"}
+    gateway = services["gateway"]
+    assert gateway["entrypoint"] == ["claims-worker", "gateway"]
+    assert gateway["environment"]["WORKER_GATEWAY_HOST"] == "0.0.0.0"
+    assert "WORKER_GATEWAY_JWT_SECRET" in gateway["environment"]
     assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
     worker = services["worker"]
     assert worker["deploy"]["replicas"] == 3
