@@ -49,9 +49,10 @@ async def world(broker: Broker, redis_service: RedisService, tmp_path: Path) -> 
     cluster.close()
 
 
-def _ledgers_of_replay(lines: list[bytes]) -> dict[str, dict]:
+async def _ledgers_of_replay(lines: list[bytes]) -> dict[str, dict]:
     replayer = Replayer()
-    replayer.run(lines, open("/dev/null", "wb"))  # noqa: SIM115
+    with open("/dev/null", "wb") as sink:  # noqa: ASYNC230 - the null device
+        await replayer.replay(lines, sink)
     members = replayer.store.members.items()
     return {m: v.ledger.to_dict() for m, v in members if v.ledger.years or v.ledger.balance}
 
@@ -110,7 +111,7 @@ async def test_sigkill_before_commit_redelivers_identical_answers(
         )
     assert len(by_id) == 300  # every claim answered
     assert all(len(copies) == 1 for copies in by_id.values())  # republished answers are byte-identical
-    expected = _ledgers_of_replay(reference + claims)
+    expected = await _ledgers_of_replay(reference + claims)
     assert await _ledgers_in_redis(redis_service.url, list(expected)) == expected
 
 
@@ -128,7 +129,7 @@ async def test_two_workers_rebalance_mid_stream_no_double_apply(
     received = await world.wait_outputs(count, 180)
     settled = {r.event["claim_id"] for r in received if r.event["type"] == "claim.settled"}
     assert len(settled) == count
-    expected = _ledgers_of_replay(reference + claims)
+    expected = await _ledgers_of_replay(reference + claims)
     assert await _ledgers_in_redis(redis_service.url, list(expected)) == expected
     assert "assigned" in second.log_text()
     assert first.terminate() == 0 and second.terminate() == 0
@@ -248,7 +249,7 @@ async def test_sigterm_mid_stream_commits_exactly_what_was_answered(world: Clust
     per_claim = Counter(r.event["claim_id"] for r in received)
     assert len(per_claim) == count and set(per_claim.values()) == {1}
     member_ids = [synthetic.member_id(n) for n in range(members)]
-    assert await _ledgers_in_redis(world.settings.redis_url, member_ids) == _ledgers_of_replay(
+    assert await _ledgers_in_redis(world.settings.redis_url, member_ids) == await _ledgers_of_replay(
         [*reference, *claims]
     )
 
@@ -290,7 +291,7 @@ async def test_sigkill_before_commit_never_credits_or_debits_twice(
             orjson.dumps(r.event, option=orjson.OPT_SORT_KEYS)
         )
     assert len(answers) == 2 * count and all(len(copies) == 1 for copies in answers.values())
-    expected = _ledgers_of_replay(reference + synthetic.encode(credits) + synthetic.encode(payments))
+    expected = await _ledgers_of_replay(reference + synthetic.encode(credits) + synthetic.encode(payments))
     actual = await _ledgers_in_redis(redis_service.url, list(expected))
     assert actual == expected
     assert {m: ledger["balance"] for m, ledger in actual.items()} == {

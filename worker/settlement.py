@@ -116,6 +116,8 @@ class Settler:
         """`settle` for records the caller has decoded already (replay routes reference data itself)."""
         answers: list[list[Outgoing]] = [[] for _ in items]
         groups: dict[str, list[_Item]] = {}
+        named: dict[str, str] = {}  # claim id → the first member whose message names it
+        crossed = False  # some claim id is named by two members
         for index, (record, decoded) in enumerate(items):
             message = decoded.message
             if message is None:
@@ -125,11 +127,14 @@ class Settler:
                 dead = emit(dead_letter(record.value, record.source, error))
                 answers[index] = [Outgoing(record.key, dead, record.correlation)]
             else:
-                groups.setdefault(message.member_id, []).append(_Item(index, record, message))
+                member_id = message.member_id
+                groups.setdefault(member_id, []).append(_Item(index, record, message))
+                if isinstance(message, (ClaimSubmitted, ClaimReversalRequested)):
+                    crossed = crossed or named.setdefault(message.claim_id, member_id) != member_id
         own = hold or Hold()
         ctx = Context(self.policies, self.facilities, now)
         try:
-            later = _after_other_members(groups)
+            later = _after_other_members(groups) if crossed else set()
             if later:  # a claim id another member settles earlier in the batch: decide after it
                 await self._settle_groups(
                     {m: g for m, g in groups.items() if m not in later}, own, ctx, answers

@@ -61,7 +61,7 @@ def split_lines(lines: tuple[ClaimLine, ...], policy: Policy) -> LineSplit:
         else:
             out.eligible_other += amount
     if len(totals) > 1:
-        out.category_totals = dict(sorted(totals.items(), key=lambda item: _CATEGORY_ORDER[item[0]]))
+        out.category_totals = {c: totals[c] for c in sorted(totals, key=_CATEGORY_ORDER.__getitem__)}
     return out
 
 
