@@ -17,6 +17,9 @@ from worker.intake import Source
 from worker.ports import Loaded, Plan, Wants
 
 
+_NONE: dict[Source, tuple[bytes, list[Emitted]]] = {}  # shared: a Loaded's answers are only read
+
+
 class MemoryStore:
     def __init__(self, keep_message_answers: bool = True) -> None:
         """`keep_message_answers=False` for replay, where no message is ever delivered twice."""
@@ -44,7 +47,7 @@ class MemoryStore:
         answered = self.answered
         out: dict[str, Loaded] = {}
         for member_id, want in wants.items():
-            found = {s: answered[s] for s in want.sources if s in answered} if answered else {}
+            found = {s: answered[s] for s in want.sources if s in answered} if answered else _NONE
             out[member_id] = Loaded(self.view(member_id), found)
         return out
 
