@@ -16,7 +16,6 @@ from worker.domain.state import ClaimRecord, Ledger, MemberView
 from worker.intake import Source
 from worker.ports import Loaded, Plan, Wants
 
-
 _NONE: dict[Source, tuple[bytes, list[Emitted]]] = {}  # shared: a Loaded's answers are only read
 
 
