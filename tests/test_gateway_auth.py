@@ -157,3 +157,17 @@ async def test_health_and_openapi_need_no_token(rsa_gateway: httpx.AsyncClient) 
 )
 def test_prefer_wait_is_clamped_and_non_integers_ignored(prefer: str | None, seconds: float) -> None:
     assert wait_seconds(prefer, 3.0) == seconds
+
+
+def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verified tokens are remembered, but their expiry (with the leeway) is checked every time."""
+    from worker.gateway.auth import TokenVerifier, Unauthorized
+
+    verifier = TokenVerifier(SECRET, None)
+    header = "Bearer " + jwt.encode(_claims(exp_in=-25), SECRET, "HS256")  # inside the leeway
+    assert verifier.facility(header) == "NC-H3"
+    assert verifier.facility(header) == "NC-H3"  # remembered
+    later = time.time() + 10
+    monkeypatch.setattr(time, "time", lambda: later)
+    with pytest.raises(Unauthorized, match="expired"):
+        verifier.facility(header)

@@ -193,6 +193,9 @@ class RedisStore:
         """Run commands in one round trip: a pipeline on a single Redis; on a cluster, concurrent
         calls (redis-py refuses scripts in cluster pipelines), each routed to its key's node."""
         try:
+            if len(calls) == 1:  # e.g. a quote: one call, no pipeline to build
+                name, args, kwargs = calls[0]
+                return [await getattr(self.redis, name)(*args, **kwargs)]
             if self.cluster:
                 return list(await asyncio.gather(*(getattr(self.redis, n)(*a, **k) for n, a, k in calls)))
             pipe = self.redis.pipeline(transaction=False)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,7 @@ import httpx
 import orjson
 
 from worker.bench import synthetic
-from worker.bench.kafka_bench import _cpu_seconds, _settings
+from worker.bench.kafka_bench import _settings
 from worker.gateway.auth import issue_token
 from worker.kafka.topics import ensure_topics
 from worker.local.kafka_io import WorkerProcess, collect, output_topics, produce_lines
@@ -46,6 +47,14 @@ def _bodies(path: Path, count: int, members: int, facility: str, prefix: str) ->
             claim.pop("prescribing_facility_id", None)
             claim["claim_id"] = f"{prefix}{n}"
             out.write(orjson.dumps(claim) + b"\n")
+
+
+def _cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _load(url: str, path: str, bodies: Path, rate: float, seconds: float, token: str) -> dict[str, Any]:
@@ -119,11 +128,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, path, rate, prefix in plan:
             bodies = workdir / f"{name}.jsonl"
             _bodies(bodies, int(rate * args.seconds), args.members, facility, prefix)
-            cpu = _cpu_seconds([gateway])
+            pids = {
+                "gateway": gateway.pid,
+                "worker": worker.pid,
+                "broker": broker.started.processes[0].pid if broker.started.processes else None,
+                "redis": redis.started.processes[0].pid if redis.started.processes else None,
+            }
+            before = {name: _cpu(pid) for name, pid in pids.items()}
             result = await asyncio.to_thread(_load, url, path, bodies, rate, args.seconds, token)
-            result["gateway_cpu_us_per_request"] = round(
-                (_cpu_seconds([gateway]) - cpu) / result["requests"] * 1e6
-            )
+            result["cpu_us_per_request"] = {
+                name: round((_cpu(pid) - before[name]) / result["requests"] * 1e6)
+                for name, pid in pids.items()
+                if pid is not None
+            }
             phases[name] = result
             print(f"{name}: {json.dumps(result)}", flush=True)
         return {"benchmark": "gateway", "broker": broker.kind, "members": args.members, **phases}

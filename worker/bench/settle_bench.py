@@ -27,8 +27,8 @@ from worker.adapters.redis_store import RedisStore
 from worker.bench import synthetic
 from worker.domain.policy import load_policies
 from worker.intake import Source
-from worker.kafka.app import GC_THRESHOLDS
 from worker.local.services import start_redis
+from worker.runtime import GC_THRESHOLDS
 from worker.settlement import Hold, Record, Settler
 
 NOW = "2024-01-01T09:00:00+08:00"

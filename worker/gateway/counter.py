@@ -9,6 +9,7 @@ Settlements and reversals are published on `claims.inbound` (key: member id) wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -85,9 +86,8 @@ class Counter:
         400 (not a JSON object, no valid claim id), 422 `INVALID_PAYLOAD`, 403 (another facility's)."""
         if len(body) > MAX_MESSAGE_BYTES:
             return problem(413, "Payload Too Large", "a claim is at most 1 MiB")
-        try:
-            data = json.loads(body, parse_constant=_no_constant)
-        except (ValueError, RecursionError):
+        data = parse_json(body)
+        if data is None:
             return problem(400, "Bad Request", "the body is not JSON")
         if not isinstance(data, dict):
             return problem(400, "Bad Request", "the body is not a JSON object")
@@ -146,9 +146,8 @@ class Counter:
         self, claim_id: str, body: bytes, facility_id: str, now: str
     ) -> tuple[ClaimReversalRequested, bytes] | Answer:
         """The reversal request for a path id and body: 400 (not a JSON object), 422 `INVALID_PAYLOAD`."""
-        try:
-            data = json.loads(body, parse_constant=_no_constant)
-        except (ValueError, RecursionError):
+        data = parse_json(body)
+        if data is None:
             return problem(400, "Bad Request", "the body is not JSON")
         if not isinstance(data, dict):
             return problem(400, "Bad Request", "the body is not a JSON object")
@@ -204,18 +203,17 @@ class Counter:
             )
         kind = "claim.reversal_requested" if reversal is not None else "claim.submitted"
         source = Source(topic, sent.partition, sent.offset)
-        try:
-            await self.requests.add(
-                claim_id, facility_id, Logged(time.time(), kind, member_id, source, message_digest(raw))
-            )
-        except Exception as exc:  # the request is published: answer it; only its status is less known
-            log.warning("could not log a request for status queries (%s)", type(exc).__name__)
+        logged = self.requests.add(
+            claim_id, facility_id, Logged(time.time(), kind, member_id, source, message_digest(raw))
+        )
         try:
             answer = await asyncio.wait_for(asyncio.shield(reply), wait) if wait > 0 else None
         except TimeoutError:
             answer = None
         if answer is None:
             self.replies.forget(correlation)
+            with contextlib.suppress(TimeoutError):  # a status query after the 202 must find it
+                await asyncio.wait_for(asyncio.shield(logged), 2)
             return Answer(
                 202,
                 orjson.dumps({"claim_id": claim_id, "status": "pending"}),
@@ -299,3 +297,16 @@ def _unknown_claim(request: ClaimReversalRequested) -> Any:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON value of a body, or None when it is not JSON. orjson first (C, ~5× faster); the
+    standard parser only where orjson refuses, which is also for integers beyond 64 bits (JSON, and
+    then an `INVALID_PAYLOAD` for the field). NaN and Infinity are not JSON for either."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(body, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            return None

@@ -4,7 +4,6 @@ FastStream application. `python -m worker run` runs it until SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -25,15 +24,11 @@ from worker.kafka.handler import BatchHandler, CommitOnRevoke
 from worker.kafka.publisher import Publisher
 from worker.kafka.reference import ReferenceFeed
 from worker.kafka.topics import ensure_topics
+from worker.runtime import settle_gc
 from worker.settings import Settings
 from worker.settlement import Settler
 
 log = logging.getLogger("worker")
-GC_THRESHOLDS = (20_000, 20, 100)
-"""The cyclic GC's default first threshold (700 allocations) runs a collection every few claims, and
-the older generations, holding the profile cache, follow often: measured at ~15% of the worker's CPU.
-A batch allocates tens of thousands of short-lived, acyclic objects; collecting every 20,000 keeps
-memory flat at a fraction of the cost."""
 
 
 async def _whole_message(message: KafkaMessage) -> KafkaMessage:
@@ -127,8 +122,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
         # reference data first: no claim is judged against a partial registry
         await _until_done("loading reference data", feed.bootstrap, settings)
         feed.follow()
-        gc.freeze()  # what exists now lives for the whole run: keep the cyclic GC off it
-        gc.set_threshold(*GC_THRESHOLDS)
+        settle_gc()
 
     @app.after_startup
     async def ready() -> None:

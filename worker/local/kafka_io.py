@@ -129,6 +129,10 @@ class WorkerProcess:
             self.wait_for_log("ready:", wait_ready)
         return self
 
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
