@@ -48,3 +48,34 @@ def test_settle_bench_settles_every_claim_and_reports_cpu_per_claim() -> None:
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["benchmark"] == "settle" and summary["claims"] == summary["answers"] == 2000
     assert summary["claims_per_s"] > 0 and summary["cpu_us_per_claim"] > 0
+
+
+def test_gateway_bench_runs_every_phase_and_every_request_is_answered() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker.bench.gateway_bench",
+            "--members",
+            "300",
+            "--seconds",
+            "2",
+            "--rate",
+            "30",
+            "--saturation-rate",
+            "60",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["presettle"]["codes"] == {"200": 60}
+    assert summary["settle"]["codes"] == {"200": 60}
+    assert summary["saturation"]["codes"] == {"200": 120}
+    for phase in ("presettle", "settle", "saturation"):
+        result = summary[phase]
+        assert result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
+        assert result["cpu_us_per_request"]["gateway"] > 0
