@@ -75,15 +75,33 @@ def _table(events: list[dict[str, Any]]) -> str:
     head = f"{'claim':<16}{'city':<10}{'treatment':<16}" + "".join(
         f"{name:>11}" for name in ("total", "fund", "account", "cash")
     )
-    head += "  exclusions"
+    head += "  why the fund paid what it did"
     rows = [head, "-" * len(head)]
     for e in sorted(events, key=lambda e: str(e["claim_id"])):
         rows.append(
             f"{e['claim_id']:<16}{e['city']:<10}{e['treatment']:<16}{_yuan(e['total_fen']):>11}"
             f"{_yuan(e['fund_pay_fen']):>11}{_yuan(e['account_pay_fen']):>11}{_yuan(e['cash_pay_fen']):>11}"
-            f"  {','.join(e['fund_exclusions']) or '-'}"
+            f"  {_why(e)}"
         )
     return "\n".join(rows)
+
+
+def _why(e: dict[str, Any]) -> str:
+    """In plain words: exclusions, the deductible, the cap or ceiling, who the fund pays."""
+    if e["fund_exclusions"]:
+        return "nothing: " + ", ".join(e["fund_exclusions"])
+    parts = []
+    if e["deductible_fen"]:
+        parts.append(f"deductible {_yuan(e['deductible_fen'])}")
+    parts += [
+        {"CAP_REACHED": "annual cap reached", "CEILING_REACHED": "ceiling reached"}[x]
+        for x in e["fund_limits"]
+    ]
+    if e["full_self_pay_fen"]:
+        parts.append(f"self-pay items {_yuan(e['full_self_pay_fen'])}")
+    if e["fund_payee"] == "member":
+        parts.append("reimbursement: the fund pays the member")
+    return "; ".join(parts) or "-"
 
 
 def _show(title: str, response: httpx.Response) -> dict[str, Any]:
@@ -213,6 +231,14 @@ async def _main(workdir: Path) -> int:
         for e in rejected:
             print(f"rejected {e['claim_id']}: {e['reasons'][0]['code']}")
         print()
+        payment = next((e for e in ledger if e.get("request_id") == "D-P1"), None)
+        if payment is not None:
+            outcome = (
+                f"debited {_yuan(payment['amount_fen'])} yuan, balance {_yuan(payment['balance_after_fen'])}"
+                if payment["type"] == "account.debited"
+                else f"refused: {payment['reasons'][0]['code']}"
+            )
+            print(f"the long-term-care contribution paid from an account (D-P1): {outcome}")
         print("Ledger events (accounts.ledger), first five:")
         for e in ledger[:5]:
             print(
