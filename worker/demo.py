@@ -276,6 +276,17 @@ async def _main(workdir: Path) -> int:
                     break
                 await asyncio.sleep(0.1)
         nanchang = next(m for m in registry if m["type"] == "member.profile" and m["city"] == "nanchang")
+        transfer = {
+            "type": "account.transfer_in",
+            "request_id": "D-T1",
+            "member_id": nanchang["member_id"],
+            "requested_at": f"{DAY}T15:00:00+08:00",
+            "amount_fen": 30_000,
+        }
+        await produce_lines(broker.bootstrap_servers, settings, synthetic.encode([transfer]))
+        answered = len(accounts) + len(claims) + 2  # and the dead letter, and the transfer
+        await collect(broker.bootstrap_servers, output_topics(settings), answered, 30)
+        print(f"{nanchang['member_id']} brings 300 yuan into the account (transfer in) before the visit")
         await _counter_visit(url, secret, nanchang["member_id"])
         return 0 if len(settled) + len(rejected) == len(claims) else 1
     finally:
