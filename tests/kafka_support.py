@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from tests.conftest import normalise
+from worker.adapters.redis_client import connect
 from worker.kafka.publisher import route
 from worker.kafka.topics import ensure_topics
 from worker.local.kafka_io import (
@@ -103,6 +104,16 @@ class Cluster:
     def close(self) -> None:
         for worker in self.workers:
             worker.close()
+
+
+async def fresh_world(bootstrap: str, redis_url: str, prefix: str, tmp: Path) -> Cluster:
+    """An empty Redis and a new set of topics on the shared broker, for one test."""
+    client = connect(redis_url, cluster=False)
+    await client.flushall()
+    await client.aclose()
+    cluster = Cluster(bootstrap, redis_url, prefix, tmp)
+    await cluster.create_topics()
+    return cluster
 
 
 def reference_lines(lines: list[bytes]) -> list[bytes]:

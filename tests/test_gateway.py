@@ -18,7 +18,7 @@ import pytest_asyncio
 
 from tests.builders import NANCHANG_FACILITIES, NANJING_FACILITIES, account, claim, line, member, raw
 from tests.gateway_support import GatewayProcess, auth, until_status
-from tests.kafka_support import Cluster
+from tests.kafka_support import Cluster, fresh_world
 from worker.adapters.redis_client import connect
 from worker.local.services import Broker, RedisService, free_port, start_broker
 
@@ -28,11 +28,7 @@ _counter = itertools.count()
 
 @pytest_asyncio.fixture
 async def world(broker: Broker, redis_service: RedisService, tmp_path: Path) -> AsyncIterator[Cluster]:
-    client = connect(redis_service.url, cluster=False)
-    await client.flushall()
-    await client.aclose()
-    cluster = Cluster(broker.bootstrap_servers, redis_service.url, f"g{next(_counter)}", tmp_path)
-    await cluster.create_topics()
+    cluster = await fresh_world(broker.bootstrap_servers, redis_service.url, f"g{next(_counter)}", tmp_path)
     await cluster.publish([raw(m) for m in [*NANCHANG_FACILITIES, *NANJING_FACILITIES]])
     await cluster.publish([raw(member("M1", "nanchang")), raw(member("M2", "nanchang"))])
     await cluster.publish([raw(member("J1", "nanjing"))])

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.builders import NANCHANG_FACILITIES, NANJING_FACILITIES, claim, line, member, raw
 from tests.conftest import EXAMPLES
-from tests.kafka_support import Cluster, actual_streams, expected_streams, split_reference
+from tests.kafka_support import Cluster, actual_streams, expected_streams, fresh_world, split_reference
 from worker.adapters.redis_client import connect
 from worker.adapters.redis_store import decode_ledger, member_key
 from worker.bench import synthetic
@@ -40,11 +40,7 @@ _counter = itertools.count()
 
 @pytest_asyncio.fixture
 async def world(broker: Broker, redis_service: RedisService, tmp_path: Path) -> AsyncIterator[Cluster]:
-    client = connect(redis_service.url, cluster=False)
-    await client.flushall()
-    await client.aclose()
-    cluster = Cluster(broker.bootstrap_servers, redis_service.url, f"t{next(_counter)}", tmp_path)
-    await cluster.create_topics()
+    cluster = await fresh_world(broker.bootstrap_servers, redis_service.url, f"t{next(_counter)}", tmp_path)
     yield cluster
     cluster.close()
 
