@@ -78,14 +78,16 @@ class Cluster:
         return await produce(self.bootstrap, messages)
 
     async def publish_in_order(self, lines: list[bytes]) -> None:
-        """Publish member messages, waiting for the answers whenever the inbound topic changes.
+        """Publish member messages, waiting for the answers whenever the inbound topic or the member
+        changes.
 
-        claims.inbound and accounts.inbound are separate topics: Kafka orders each, not the two
-        together, so a producer that needs a credit applied before a claim waits for its answer.
+        Kafka orders one partition, not the two inbound topics together, nor two members' keys:
+        a producer that needs a credit applied before a claim, or one member's claim settled before
+        another member names it (a reversal by the wrong member), waits for the answer first.
         Every member message gets exactly one answer.
         """
         done = 0
-        for _, run in itertools.groupby(lines, key=lambda x: topic_and_key(x, self.settings)[0]):
+        for _, run in itertools.groupby(lines, key=lambda x: topic_and_key(x, self.settings)):
             batch = list(run)
             await self.publish(batch)
             done += len(batch)
