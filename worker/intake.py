@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
+import orjson
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
@@ -76,9 +77,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def parse_json(raw: bytes) -> Any:
+    """The JSON value of `raw`; raises ValueError (or RecursionError) when it is not JSON. orjson
+    first (C, ~5× faster); the standard parser where orjson refuses, which is also for integers
+    beyond 64 bits (valid JSON: the field then gets `INVALID_PAYLOAD`). NaN and Infinity are not
+    JSON for either."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw, parse_constant=_reject_constant)
+
+
 def _answer_invalid(raw: bytes, source: Source, exc: ValidationError, now: str) -> Outbound:
     try:
-        data = json.loads(raw, parse_constant=_reject_constant)
+        data = parse_json(raw)
     except (ValueError, RecursionError) as parse_error:
         return dead_letter(raw, source, f"not valid JSON: {type(parse_error).__name__}")
     if not isinstance(data, dict):

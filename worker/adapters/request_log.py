@@ -61,7 +61,7 @@ class RequestLog:
         self._queue: list[tuple[str, bytes, asyncio.Future[bool]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._sha: str | None = None
+        self._append = redis.register_script(_APPEND)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._flush(), name="gateway-request-log")
@@ -108,13 +108,12 @@ class RequestLog:
                     done.set_result(ok)
 
     async def _write(self, entries: list[tuple[str, bytes]]) -> None:
-        if self._sha is None:
-            self._sha = await self.redis.script_load(_APPEND)
+        """redis-py's script object loads the script again after a Redis restart (NOSCRIPT)."""
         if self.cluster:  # a script touches one slot: one call per key
-            await asyncio.gather(*(self.redis.evalsha(self._sha, 1, k, self.seconds, v) for k, v in entries))
+            await asyncio.gather(*(self._append(keys=[k], args=[self.seconds, v]) for k, v in entries))
         else:
             keys = [k for k, _ in entries]
-            await self.redis.evalsha(self._sha, len(keys), *keys, self.seconds, *(v for _, v in entries))
+            await self._append(keys=keys, args=[self.seconds, *(v for _, v in entries)])
 
     async def recent(self, claim_id: str, facility_id: str) -> list[Logged]:
         """This facility's requests for the claim id in the window, oldest first."""

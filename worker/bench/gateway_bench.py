@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import httpx
 import orjson
 
 from worker.bench import synthetic
-from worker.bench.kafka_bench import _settings
+from worker.bench.kafka_bench import _settings, process_cpu_seconds
 from worker.gateway.auth import issue_token
 from worker.kafka.topics import ensure_topics
 from worker.local.kafka_io import WorkerProcess, collect, output_topics, produce_lines
@@ -47,14 +46,6 @@ def _bodies(path: Path, count: int, members: int, facility: str, prefix: str) ->
             claim.pop("prescribing_facility_id", None)
             claim["claim_id"] = f"{prefix}{n}"
             out.write(orjson.dumps(claim) + b"\n")
-
-
-def _cpu(pid: int | None) -> float:
-    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _load(url: str, path: str, bodies: Path, rate: float, seconds: float, token: str) -> dict[str, Any]:
@@ -134,10 +125,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "broker": broker.started.processes[0].pid if broker.started.processes else None,
                 "redis": redis.started.processes[0].pid if redis.started.processes else None,
             }
-            before = {name: _cpu(pid) for name, pid in pids.items()}
+            before = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
             result = await asyncio.to_thread(_load, url, path, bodies, rate, args.seconds, token)
             result["cpu_us_per_request"] = {
-                name: round((_cpu(pid) - before[name]) / result["requests"] * 1e6)
+                name: round((process_cpu_seconds(pid) - before[name]) / result["requests"] * 1e6)
                 for name, pid in pids.items()
                 if pid is not None
             }

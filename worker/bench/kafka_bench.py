@@ -157,14 +157,17 @@ async def _wait_committed(settings: Settings, records: int, limit_seconds: float
         await consumer.stop()
 
 
+def process_cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) a process has used so far (Linux /proc); 0 for no process."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _cpu_seconds(workers: list[WorkerProcess]) -> float:
-    """CPU time (user + system) the worker processes have used so far (Linux /proc)."""
-    total = 0.0
-    for worker in workers:
-        assert worker.process is not None
-        fields = Path(f"/proc/{worker.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    """CPU time the worker processes have used so far."""
+    return sum(process_cpu_seconds(worker.pid) for worker in workers)
 
 
 def _peak_rss_mib(worker: WorkerProcess) -> float:
