@@ -86,12 +86,9 @@ class Counter:
         400 (not a JSON object, no valid claim id), 422 `INVALID_PAYLOAD`, 403 (another facility's)."""
         if len(body) > MAX_MESSAGE_BYTES:
             return problem(413, "Payload Too Large", "a claim is at most 1 MiB")
-        try:
-            data = parse_json(body)
-        except (ValueError, RecursionError):
-            return problem(400, "Bad Request", "the body is not JSON")
-        if not isinstance(data, dict):
-            return problem(400, "Bad Request", "the body is not a JSON object")
+        data = _json_object(body)
+        if isinstance(data, Answer):
+            return data
         claim_id = data.get("claim_id")
         if not isinstance(claim_id, str) or not ID_RE.fullmatch(claim_id):
             return problem(400, "Bad Request", "the body has no valid claim_id")
@@ -147,12 +144,9 @@ class Counter:
         self, claim_id: str, body: bytes, facility_id: str, now: str
     ) -> tuple[ClaimReversalRequested, bytes] | Answer:
         """The reversal request for a path id and body: 400 (not a JSON object), 422 `INVALID_PAYLOAD`."""
-        try:
-            data = parse_json(body)
-        except (ValueError, RecursionError):
-            return problem(400, "Bad Request", "the body is not JSON")
-        if not isinstance(data, dict):
-            return problem(400, "Bad Request", "the body is not a JSON object")
+        data = _json_object(body)
+        if isinstance(data, Answer):
+            return data
         message = {
             "type": "claim.reversal_requested",
             "claim_id": claim_id,
@@ -287,6 +281,17 @@ class Counter:
                 if digests.get(source) == digest and events:
                     found[source] = events[0].data
         return found
+
+
+def _json_object(body: bytes) -> dict[str, Any] | Answer:
+    """A body's JSON object, or the 400 for a body that is not one."""
+    try:
+        data = parse_json(body)
+    except (ValueError, RecursionError):
+        return problem(400, "Bad Request", "the body is not JSON")
+    if not isinstance(data, dict):
+        return problem(400, "Bad Request", "the body is not a JSON object")
+    return data
 
 
 def _unknown_claim(request: ClaimReversalRequested) -> Any:
