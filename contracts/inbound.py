@@ -69,8 +69,9 @@ class MemberProfile(Inbound):
     city: str = Field(min_length=1)
     birth_date: dt.date
     retirement_date: dt.date | None = None
-    pre1949_worker: bool = False
-    benefits_suspended: bool = False
+    pre1949_worker: bool
+    """Required: a missing flag would silently change a member's benefits (contracts.md lists no default)."""
+    benefits_suspended: bool
     registrations: tuple[Registration, ...] = ()
     family: tuple[FamilyMember, ...] = ()
     retiree_base_credit_fen: ProfileMoney | None = None
@@ -139,7 +140,8 @@ class ClaimReversalRequested(Inbound):
     claim_id: Id
     member_id: Id
     requested_at: Timestamp
-    reason: str = ""
+    reason: str
+    """Required, may be empty (contracts.md §Validation)."""
     facility_id: Annotated[Id | None, WithJsonSchema({"type": "string", "pattern": ID_PATTERN})] = None
     """Optional, not nullable: when present, only the facility that settled the claim may reverse it
     (rules §7 `FACILITY_MISMATCH`). The point-of-sale gateway always sets it."""

@@ -12,7 +12,7 @@ import pytest
 from contracts import export
 from contracts.outbound import OUTBOUND
 from contracts.types import china_date
-from tests.builders import claim, line, raw
+from tests.builders import claim, line, member, raw, reversal
 from tests.conftest import Harness
 
 GOOD = claim("C1", "M", "NC-H3", "2023-03-01", [line("1", 1000)])
@@ -97,6 +97,12 @@ def test_unknown_fields_ignored_and_defaults_applied(harness: Harness) -> None:
         (b'{"type": "claim.submitted", "claim_id": "bad id!"}', "missing or invalid claim_id"),
         (b'{"type": "account.transfer_in", "member_id": "M"}', "missing or invalid request_id"),
         (b'{"type": "member.profile", "member_id": "M"}', "invalid member.profile"),
+        (b'{"type": "claim.submitted", "claim_id": "C1\\n"}', "missing or invalid claim_id"),
+        (b'{"type": "account.transfer_in", "request_id": "R1\\n"}', "missing or invalid request_id"),
+        (raw(_with(surprise=[1, {"deep": float("inf")}])), "not valid JSON"),
+        (raw(_with(surprise=float("-inf"))), "not valid JSON"),
+        (raw(_with(surprise=float("nan"))), "not valid JSON"),
+        (raw(_with(lines=[{**line("1", 1000), "amount_fen": float("nan")}])), "not valid JSON"),
         (b'{"type": "facility.registered", "facility_id": "F", "level": 9}', "invalid facility.registered"),
     ],
 )
@@ -110,6 +116,29 @@ def test_dead_letters(harness: Harness, payload: bytes, error: str) -> None:
     OUTBOUND.validate_python(event)
 
 
+@pytest.mark.parametrize("flag", ["pre1949_worker", "benefits_suspended"])
+def test_a_profile_without_a_benefit_flag_is_dead_lettered(harness: Harness, flag: str) -> None:
+    """contracts.md gives the two flags no default: a missing pre-1949 flag would silently change a
+    member's benefits, so the profile is invalid reference data and changes nothing."""
+    harness.send(raw(member("M", "nanchang")))
+    incomplete = {k: v for k, v in member("M", "nanchang", pre1949_worker=True).items() if k != flag}
+    event = harness.one(incomplete)
+    assert event["type"] == "dead_letter" and flag in event["error"]
+
+
+def test_a_reversal_needs_a_reason_which_may_be_empty(harness: Harness) -> None:
+    harness.send(raw(member("M", "nanchang")))
+    without = {k: v for k, v in reversal("C1", "M").items() if k != "reason"}
+    event = harness.one(without)
+    assert event["type"] == "claim.rejected"
+    assert event["reasons"][0] == {
+        "code": "INVALID_PAYLOAD",
+        "message": "reason: required field is missing",
+        "field": "reason",
+    }
+    assert harness.one({**reversal("C1", "M"), "reason": ""})["reasons"][0]["code"] == "UNKNOWN_CLAIM"
+
+
 def test_oversize_message_dead_letter_keeps_first_64_kib(harness: Harness) -> None:
     payload = raw(_with(padding="x" * (1 << 20)))
     event = harness.one(payload)
@@ -119,10 +148,8 @@ def test_oversize_message_dead_letter_keeps_first_64_kib(harness: Harness) -> No
 
 
 def test_invalid_reference_data_changes_nothing(harness: Harness) -> None:
-    harness.send(
-        raw({"type": "member.profile", "member_id": "M", "city": "nanchang", "birth_date": "1980-01-01"})
-    )
-    broken = {"type": "member.profile", "member_id": "M", "city": "nanchang", "birth_date": "1980-02-31"}
+    harness.send(raw(member("M", "nanchang")))
+    broken = {**member("M", "nanchang"), "birth_date": "1980-02-31", "benefits_suspended": True}
     assert harness.one(broken)["type"] == "dead_letter"
     assert harness.one(GOOD)["type"] == "claim.settled"  # the valid profile is still in force
 

@@ -24,7 +24,14 @@ def test_rhu_rounds_half_up_rules_0() -> None:
 
 
 def _profile(**kw: object) -> MemberProfile:
-    base = {"type": "member.profile", "member_id": "M", "city": "nanjing", "birth_date": "1953-06-20"}
+    base = {
+        "type": "member.profile",
+        "member_id": "M",
+        "city": "nanjing",
+        "birth_date": "1953-06-20",
+        "pre1949_worker": False,
+        "benefits_suspended": False,
+    }
     return MemberProfile.model_validate_json(orjson.dumps({**base, **kw}))
 
 

@@ -66,7 +66,10 @@ def decode(raw: bytes, source: Source, now: str) -> Decoded:
     if len(raw) > MAX_MESSAGE_BYTES:
         return Decoded(None, [emit(dead_letter(raw, source, "message larger than 1 MiB"))])
     try:
-        return Decoded(INBOUND.validate_json(raw), [])
+        message = INBOUND.validate_json(raw)
+        if (b"NaN" in raw or b"Infinity" in raw) and not _strict_json(raw):
+            return Decoded(None, [emit(dead_letter(raw, source, "not valid JSON: NaN or Infinity"))])
+        return Decoded(message, [])
     except ValidationError as exc:
         return Decoded(None, [emit(_answer_invalid(raw, source, exc, now))])
     except Exception as exc:  # a validator bug must not stop the worker: keep the message
@@ -88,6 +91,17 @@ def parse_json(raw: bytes) -> Any:
         return json.loads(raw, parse_constant=_reject_constant)
 
 
+def _strict_json(raw: bytes) -> bool:
+    """Whether `raw` is JSON as RFC 8259 defines it. The validator's parser takes NaN and Infinity
+    (even in an unknown field), which are not JSON: only bytes that contain those words (rare) are
+    parsed a second time, strictly."""
+    try:
+        parse_json(raw)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
 def _answer_invalid(raw: bytes, source: Source, exc: ValidationError, now: str) -> Outbound:
     try:
         data = parse_json(raw)
@@ -103,7 +117,7 @@ def _answer_invalid(raw: bytes, source: Source, exc: ValidationError, now: str) 
         return dead_letter(raw, source, f"invalid {kind}: {field}: {message}")
     id_name = "claim_id" if kind in CLAIM_TYPES else "request_id"
     ident = data.get(id_name)
-    if not isinstance(ident, str) or not ID_RE.match(ident):
+    if not isinstance(ident, str) or not ID_RE.fullmatch(ident):
         return dead_letter(raw, source, f"missing or invalid {id_name}")
     member = data.get("member_id")
     member_id = member if isinstance(member, str) else None
