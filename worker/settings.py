@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.adapters.redis_durability import DURABILITY_PATTERN
+
 
 class Settings(BaseSettings):
     """`KAFKA_BOOTSTRAP_SERVERS` and `REDIS_URL` keep their conventional names; everything else is
@@ -16,6 +18,13 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://localhost:6379/0", validation_alias="REDIS_URL")
     redis_cluster: bool = False
     """Connect with the Redis Cluster client (keys are hash-tagged by member either way)."""
+
+    redis_durability: str = Field("none", pattern=DURABILITY_PATTERN)
+    """When a batch's Redis writes count as done, before its answers are published: `none`, `local`
+    (fsynced to the append-only file) or `replicas:N` (see `worker.adapters.redis_durability`).
+    The deploy files use `local`; `none` is for development and benchmarks that say so."""
+    redis_durability_timeout_ms: int = Field(2000, ge=1)
+    """How long the server may take to confirm; past it the batch is retried, not published."""
 
     topic_claims: str = "claims.inbound"
     topic_accounts: str = "accounts.inbound"

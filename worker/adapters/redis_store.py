@@ -29,19 +29,24 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError
+from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError
 
 from contracts.inbound import MemberProfile
 from contracts.wire import Emitted
+from worker.adapters.redis_durability import Durability, check
 from worker.domain.state import Accumulators, ClaimRecord, Ledger, MemberView
 from worker.intake import Source
+from worker.marker import MARKER_FORMAT, StateLost, StateMarker, parse_marker
 from worker.ports import Loaded, Plan, Wants
 
 RedisClient = Redis | RedisCluster
 Call = tuple[str, tuple[Any, ...], dict[str, Any]]
+Write = tuple[tuple[Any, ...], dict[str, Any]]
+"""A write command as sent (`("EVALSHA", sha, numkeys, ...)`), with its reply-parsing options."""
 _PROFILE_CACHE_SIZE = 200_000
+MARKER_KEY = "state-marker"
 
 
 def member_key(member_id: str, *parts: str) -> str:
@@ -152,6 +157,10 @@ def decode_record(claim_id: str, raw: bytes) -> ClaimRecord:
     )
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def message_digest(raw: bytes) -> bytes:
     """Identifies the message an offset held: a topic deleted and created again reuses offsets, and
     an answer must never be republished for a different message."""
@@ -172,14 +181,17 @@ def unpack(blob: bytes) -> list[Emitted]:
 
 
 class RedisStore:
-    def __init__(self, client: RedisClient, answer_ttl_seconds: int) -> None:
+    def __init__(
+        self, client: RedisClient, answer_ttl_seconds: int, durability: Durability | None = None
+    ) -> None:
         self.redis = client
         self.cluster = isinstance(client, RedisCluster)
         self.answer_ttl = answer_ttl_seconds
+        self.durability = durability or Durability("none")
         folder = resources.files("worker.adapters")
         self._sources = {
             name: folder.joinpath(f"redis_{name}.lua").read_text(encoding="utf-8")
-            for name in ("load", "apply", "profile")
+            for name in ("load", "apply", "profile", "mark")
         }
         self._sha: dict[str, str] = {}
         self._profiles: dict[bytes, MemberProfile] = {}
@@ -188,6 +200,70 @@ class RedisStore:
         """(Re)load the Lua scripts; needed at start and after a Redis restart (NOSCRIPT)."""
         for name, source in self._sources.items():
             self._sha[name] = await self.redis.script_load(source)
+
+    async def check_durability(self) -> None:
+        """Ask every primary whether the configured durability can be met (see `redis_durability`);
+        raises `DurabilityError` with what to change when it cannot."""
+        if self.cluster:
+            assert isinstance(self.redis, RedisCluster)
+            await self.redis.initialize()
+            nodes: list[tuple[str, Any]] = [(n.name, n) for n in self.redis.get_primaries()]
+        else:
+            assert isinstance(self.redis, Redis)
+            kwargs = self.redis.connection_pool.connection_kwargs
+            nodes = [(f"{kwargs.get('host')}:{kwargs.get('port')}", self.redis)]
+        self.durability = await check(self.durability, nodes)
+
+    async def _write(self, commands: Sequence[Write]) -> list[Any]:
+        """Send write commands in one round trip per node, followed on the same connection by the
+        durability wait (if any), whose answer is checked before this returns: a caller publishes
+        only what is durable. Raises on any error; the writes are idempotent and retried whole."""
+        if not commands:
+            return []
+        wait = self.durability.wait_command
+        try:
+            if not self.cluster:
+                pipe = self.redis.pipeline(transaction=False)
+                for args, options in commands:
+                    pipe.execute_command(*args, **options)
+                if wait is not None:
+                    pipe.execute_command(*wait)
+                results = list(await pipe.execute())
+                if wait is not None:
+                    self.durability.confirm(results.pop())
+                return results
+            return await self._write_cluster(commands)
+        except NoScriptError:  # Redis restarted and lost its script cache: reload, the caller retries
+            await self.load_scripts()
+            raise
+
+    async def _write_cluster(self, commands: Sequence[Write]) -> list[Any]:
+        """On a cluster: a pipeline per primary (redis-py's cluster pipeline refuses scripts), so that
+        the wait runs on the connection that wrote, per shard."""
+        assert isinstance(self.redis, RedisCluster)
+        by_node: dict[str, tuple[ClusterNode, list[PipelineCommand]]] = {}
+        for position, (args, options) in enumerate(commands):
+            key = args[3] if args[0] == "EVALSHA" else args[1]
+            node = self.redis.get_node_from_key(key)
+            assert node is not None
+            by_node.setdefault(node.name, (node, []))[1].append(PipelineCommand(position, *args, **options))
+        wait = self.durability.wait_command
+        if wait is not None:
+            for _, pipeline in by_node.values():
+                pipeline.append(PipelineCommand(-1, *wait))
+        await asyncio.gather(*(node.execute_pipeline(pipeline) for node, pipeline in by_node.values()))
+        results: list[Any] = [None] * len(commands)
+        for _, pipeline in by_node.values():
+            for command in pipeline:
+                if isinstance(command.result, (MovedError, AskError)):
+                    await self.redis.nodes_manager.initialize()  # slots moved: re-read the map
+                if isinstance(command.result, Exception):
+                    raise command.result
+                if command.position < 0:
+                    self.durability.confirm(command.result)
+                else:
+                    results[command.position] = command.result
+        return results
 
     async def _batch(self, calls: Sequence[Call]) -> list[Any]:
         """Run commands in one round trip: a pipeline on a single Redis; on a cluster, concurrent
@@ -370,20 +446,20 @@ class RedisStore:
             index = [(p.member_id, claim_owner_key(c)) for p in plans for c in p.new_claim_ids]
             index += [(p.member_id, request_owner_key(r)) for p in plans for r in p.new_request_ids]
             if index:
-                calls: list[Call] = [("set", (key, mid), {"nx": True, "get": True}) for mid, key in index]
-                for (member_id, _), previous in zip(index, await self._batch(calls), strict=True):
+                sets: list[Write] = [(("SET", key, mid, "NX", "GET"), {"get": True}) for mid, key in index]
+                for (member_id, _), previous in zip(index, await self._write(sets), strict=True):
                     if previous is not None and previous.decode() != member_id:
                         conflicts.add(member_id)
         by_member = {p.member_id: p for p in plans if p.member_id not in conflicts}
         groups = self._groups(by_member)
-        applies: list[Call] = []
+        applies: list[Write] = []
         for group in groups:
             keys: list[str] = []
             args: list[Any] = [self.answer_ttl, len(group)]
             for member_id in group:
                 self._apply_section(by_member[member_id], keys, args)
-            applies.append(("evalsha", (self._sha["apply"], len(keys), *keys, *args), {}))
-        for group, statuses in zip(groups, await self._batch(applies), strict=True):
+            applies.append((("EVALSHA", self._sha["apply"], len(keys), *keys, *args), {}))
+        for group, statuses in zip(groups, await self._write(applies), strict=True):
             for member_id, status in zip(group, statuses, strict=True):
                 if int(status) < 0:
                     conflicts.add(member_id)
@@ -432,9 +508,44 @@ class RedisStore:
         """Store (member_id, source offset, profile JSON or b'' for a deleted profile), newest wins."""
         if not profiles:
             return
-        await self._batch(
+        await self._write(
             [
-                ("evalsha", (self._sha["profile"], 1, member_key(m, "profile"), offset, raw), {})
+                (("EVALSHA", self._sha["profile"], 1, member_key(m, "profile"), offset, raw), {})
                 for m, offset, raw in profiles
             ]
         )
+
+    # ---------------------------------------------------------------- the state marker (worker/marker.py)
+
+    async def read_marker(self) -> StateMarker | None:
+        raw = await self.redis.hgetall(MARKER_KEY)
+        if not raw:
+            return None
+        return parse_marker({_text(k): _text(v) for k, v in raw.items()})
+
+    async def create_marker(self, epoch: str, fields: Mapping[str, int] | None = None) -> StateMarker:
+        """Mark the state as of `epoch` unless a marker exists (two workers starting at once agree on
+        the first one's); returns the marker in force."""
+        await self._write(
+            [
+                (("HSETNX", MARKER_KEY, "format", MARKER_FORMAT), {}),
+                (("HSETNX", MARKER_KEY, "epoch", epoch), {}),
+                *((("HSETNX", MARKER_KEY, name, value), {}) for name, value in (fields or {}).items()),
+            ]
+        )
+        marker = await self.read_marker()
+        assert marker is not None
+        return marker
+
+    async def advance_marker(self, epoch: str, fields: Sequence[tuple[str, int, int]]) -> None:
+        """Advance (field, floor, next) triples, durably; raises `StateLost` when the marker is gone,
+        of another epoch, or below a floor (see redis_mark.lua)."""
+        if not fields:
+            return
+        args = [x for triple in fields for x in triple]
+        try:
+            await self._write([(("EVALSHA", self._sha["mark"], 1, MARKER_KEY, epoch, *args), {})])
+        except ResponseError as exc:
+            if "STATE_LOST" in str(exc):
+                raise StateLost(str(exc).partition("STATE_LOST ")[2]) from None
+            raise

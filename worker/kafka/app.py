@@ -18,9 +18,11 @@ from redis.exceptions import RedisError
 
 from contracts.inbound import FacilityRegistered
 from worker.adapters.redis_client import connect
+from worker.adapters.redis_durability import Durability, DurabilityError
 from worker.adapters.redis_store import RedisStore
 from worker.domain.policy import load_policies
 from worker.kafka.handler import BatchHandler, CommitOnRevoke
+from worker.kafka.marking import Marking, StateRefused, committed_offsets
 from worker.kafka.publisher import Publisher
 from worker.kafka.reference import ReferenceFeed
 from worker.kafka.topics import ensure_topics
@@ -64,6 +66,10 @@ async def _until_done(what: str, action: Callable[[], Awaitable[None]], settings
             delay = min(delay * 2, settings.retry_max_seconds)
 
 
+class StartRefused(RuntimeError):
+    """The worker must not consume: the message says why and what to change."""
+
+
 def create_app(settings: Settings | None = None) -> FastStream:
     settings = settings or Settings()
     logging.basicConfig(
@@ -72,10 +78,15 @@ def create_app(settings: Settings | None = None) -> FastStream:
     )
     policies = load_policies()
     facilities: dict[str, FacilityRegistered] = {}
-    store = RedisStore(connect(settings.redis_url, settings.redis_cluster), settings.answer_ttl_seconds)
+    store = RedisStore(
+        connect(settings.redis_url, settings.redis_cluster),
+        settings.answer_ttl_seconds,
+        Durability.parse(settings.redis_durability, settings.redis_durability_timeout_ms),
+    )
     publisher = Publisher(settings)
-    handler = BatchHandler(Settler(store, policies, facilities), publisher, settings)
-    feed = ReferenceFeed(settings, store, facilities, publisher)
+    marking = Marking(store)
+    handler = BatchHandler(Settler(store, policies, facilities), publisher, settings, marking)
+    feed = ReferenceFeed(settings, store, facilities, publisher, marking)
 
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
@@ -109,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
     async def redis_ready() -> None:
         await store.redis.ping()
         await store.load_scripts()
+        await store.check_durability()
 
     async def topics_ready() -> None:
         if settings.create_topics:
@@ -116,8 +128,26 @@ def create_app(settings: Settings | None = None) -> FastStream:
 
     @app.on_startup
     async def prepare() -> None:
-        await _until_done(f"connecting to Redis at {settings.redis_url}", redis_ready, settings)
+        try:
+            await _until_done("connecting to Redis", redis_ready, settings)
+        except DurabilityError as exc:
+            raise StartRefused(str(exc)) from None
+        if store.durability.level == "none":
+            log.warning(
+                "WORKER_REDIS_DURABILITY=none: answers are published before Redis has the state on disk; "
+                "a Redis crash can lose settled claims (use local or replicas:N in production)"
+            )
         await _until_done(f"preparing topics at {settings.kafka_bootstrap_servers}", topics_ready, settings)
+        committed: dict[tuple[str, int], tuple[int, str]] = {}
+
+        async def read_committed() -> None:
+            committed.update(await committed_offsets(settings))
+
+        await _until_done("reading the consumer group's committed offsets", read_committed, settings)
+        try:  # never consume on lost state (worker/marker.py)
+            await marking.establish(committed)
+        except StateRefused as exc:
+            raise StartRefused(str(exc)) from None
         await _until_done("starting the producer", publisher.start, settings)
         # reference data first: no claim is judged against a partial registry
         await _until_done("loading reference data", feed.bootstrap, settings)
@@ -154,6 +184,11 @@ def create_app(settings: Settings | None = None) -> FastStream:
 
 
 def run_worker() -> int:
-    """Run until SIGTERM/SIGINT, on uvloop (libuv's event loop; the worker is I/O- and loop-bound)."""
-    uvloop.run(create_app().run())
+    """Run until SIGTERM/SIGINT, on uvloop (libuv's event loop; the worker is I/O- and loop-bound).
+    A refused start exits with status 2 and one clear line, not a traceback."""
+    try:
+        uvloop.run(create_app().run())
+    except StartRefused as exc:
+        log.critical("not starting: %s", exc)
+        return 2
     return 0

@@ -31,7 +31,9 @@ from aiokafka.errors import KafkaError
 
 from worker.clock import now_text
 from worker.intake import Source
+from worker.kafka.marking import Marking
 from worker.kafka.publisher import CORRELATION_HEADER, Publisher
+from worker.marker import StateLost
 from worker.settings import Settings
 from worker.settlement import Hold, Outgoing, Record, Settler
 
@@ -72,11 +74,23 @@ class _Flight:
         self.landed_so_far = False  # its answers and every earlier flight's are acknowledged
 
 
+def _next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
+    """Per partition, the offset after the batch's last record there."""
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.source.topic, record.source.partition)
+        offsets[tp] = max(offsets.get(tp, 0), record.source.offset + 1)
+    return offsets
+
+
 class BatchHandler:
-    def __init__(self, settler: Settler, publisher: Publisher, settings: Settings) -> None:
+    def __init__(
+        self, settler: Settler, publisher: Publisher, settings: Settings, marking: Marking | None = None
+    ) -> None:
         self.settler = settler
         self.publisher = publisher
         self.settings = settings
+        self.marking = marking
         self.last: _Flight | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
@@ -131,6 +145,8 @@ class BatchHandler:
                 await previous.answered.wait()  # a member's events go out in order
             if outgoing is None or (previous is not None and not previous.landed_so_far):
                 log.warning("a batch was given up; later batches are neither published nor committed")
+                return
+            if not await self._mark(flight.records):
                 return
             if not await self._publish(outgoing):
                 return
@@ -192,6 +208,32 @@ class BatchHandler:
             flight.records = live
             return outgoing
 
+    async def _mark(self, records: Sequence[Record]) -> bool:
+        """Advance the state marker to the batch's offsets, in flight order, before its answers go out
+        (worker/marker.py); False if the state turned out lost (the worker then stops) or it stops."""
+        if self.marking is None or not records:
+            return True
+        delay = 0.2
+        while True:
+            try:
+                await self.marking.consumed(_next_offsets(records))
+                return True
+            except StateLost as exc:
+                log.critical(
+                    "Redis lost the state this worker wrote (%s): nothing more is published or committed; "
+                    "stopping. Rebuild the state (python -m worker rebuild) before starting again",
+                    exc,
+                )
+                self.stopping = True
+                os.kill(os.getpid(), signal.SIGTERM)
+                return False
+            except Exception as exc:
+                if self.stopping:
+                    return False
+                log.warning("state marker not advanced (%s); not publishing, retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_seconds)
+
     async def _publish(self, outgoing: Sequence[Outgoing]) -> bool:
         """Send the answers and wait until the broker has acknowledged them all, sending again after
         a failure; False if the worker stops first."""
@@ -218,16 +260,13 @@ class BatchHandler:
             os.kill(os.getpid(), signal.SIGKILL)
         self.batches += 1
         self.records += len(records)
-        offsets: dict[TopicPartition, int] = {}
-        for record in records:
-            tp = TopicPartition(record.source.topic, record.source.partition)
-            offsets[tp] = max(offsets.get(tp, 0), record.source.offset + 1)
         assigned = consumer.assignment()
-        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        offsets = {tp: offset for tp, offset in _next_offsets(records).items() if tp in assigned}
         if not offsets:
             return
-        try:
-            await consumer.commit(offsets)
+        epoch = self.marking.epoch if self.marking is not None else ""
+        try:  # the metadata names the state these offsets belong to (worker/marker.py)
+            await consumer.commit({tp: (offset, epoch) for tp, offset in offsets.items()})
         except (KafkaError, AssertionError) as exc:  # e.g. a rebalance: redelivery is answered from Redis
             log.warning(
                 "offset commit failed (%s); the batch will be redelivered and re-answered identically", exc

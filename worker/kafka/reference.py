@@ -1,7 +1,9 @@
 """Reference data: member profiles into Redis, facilities into this process, from compacted topics.
 
-Every worker reads both topics whole (no consumer group): first up to their end offsets before any
-claim is consumed (`bootstrap`), then it keeps following them (`follow`). Profiles are written to
+Every worker reads both topics (no consumer group): first up to their end offsets before any claim is
+consumed (`bootstrap`), then it keeps following them (`follow`). Facilities are read whole (they
+live in this process); profiles from the offsets the state marker says Redis already holds, so a
+starting worker catches up in seconds at any registry size. Profiles are written to
 Redis newest-offset-wins, so workers replaying the topic never write an older profile over a newer
 one. Invalid reference data changes nothing and is dead-lettered once (a Redis marker picks the
 worker that publishes it).
@@ -19,6 +21,7 @@ from contracts.inbound import FacilityRegistered, MemberProfile
 from contracts.wire import Emitted, emit
 from worker.adapters.redis_store import RedisStore
 from worker.intake import Source, dead_letter, decode
+from worker.kafka.marking import Marking
 from worker.kafka.publisher import Publisher
 from worker.settings import Settings
 from worker.settlement import Outgoing
@@ -36,8 +39,10 @@ class ReferenceFeed:
         store: RedisStore | None,
         facilities: dict[str, FacilityRegistered],
         publisher: Publisher | None,
+        marking: Marking | None = None,
     ) -> None:
         self.settings = settings
+        self.marking = marking
         self.store = store
         self.facilities = facilities
         self.publisher = publisher
@@ -76,6 +81,9 @@ class ReferenceFeed:
         ]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
+        if self.marking is not None:  # profiles Redis already holds are not read again
+            for tp, offset in self.marking.profile_positions(partitions).items():
+                consumer.seek(tp, offset)
         ends = await consumer.end_offsets(partitions)
         deadline = asyncio.get_running_loop().time() + limit_seconds
         while True:
@@ -119,6 +127,8 @@ class ReferenceFeed:
         for tp, records in batches.items():
             try:
                 await self._apply(records)
+                if self.marking is not None and tp.topic == self.settings.topic_profiles:
+                    await self.marking.profiles(tp, records[-1].offset + 1)
             except Exception:
                 self.consumer.seek(tp, records[0].offset)  # apply again from the first record
                 raise
