@@ -94,7 +94,34 @@ class AccumulatorsAfter(Part):
     cap_fen: Fen | None
 
 
-class ClaimSettled(Outbound):
+MEMBER_STATE_FORMAT = 1
+
+
+class MemberState(Part):
+    """The member's stored state after the event, appended by the Kafka worker to every event that
+    changes it, for `python -m worker rebuild` (restoring Redis from the outbound topics). Not part
+    of the business contract: consumers ignore it, replay leaves it out, its fields may change with
+    `format`."""
+
+    format: Literal[1]
+    ledger: list[int | bool | None]
+    """The ledger after the event (`worker.domain.state.Ledger.to_flat`): change count, balance,
+    closed, incentive year / qualified / streak, then per year: year, counted, capped fund, fund,
+    incentive fund, claims. The event with the highest change count carries the member's ledger."""
+    record: list[Any] | None = None
+    """On `claim.settled`: what the claim record keeps besides the event — content fingerprint,
+    year, accumulator delta, account pay, fund pay, cap, facility."""
+    period: str | None = None
+    """On a credit that marks a period as credited: its key."""
+
+
+class StateChange(Outbound):
+    """An event that may change the member's state (see `MemberState`)."""
+
+    member_state: MemberState | None = None
+
+
+class ClaimSettled(StateChange):
     type: Literal["claim.settled"] = "claim.settled"
     event_id: str
     claim_id: str
@@ -129,7 +156,7 @@ class ClaimSettled(Outbound):
     accumulators_after: AccumulatorsAfter
 
 
-class ClaimReversed(Outbound):
+class ClaimReversed(StateChange):
     type: Literal["claim.reversed"] = "claim.reversed"
     event_id: str
     claim_id: str
@@ -153,7 +180,7 @@ class ClaimRejected(Outbound):
     reasons: list[Reason]
 
 
-class AccountCredited(Outbound):
+class AccountCredited(StateChange):
     omit_if_none: ClassVar[frozenset[str]] = frozenset({"period"})
 
     type: Literal["account.credited"] = "account.credited"
@@ -166,7 +193,7 @@ class AccountCredited(Outbound):
     balance_after_fen: Fen
 
 
-class AccountDebited(Outbound):
+class AccountDebited(StateChange):
     type: Literal["account.debited"] = "account.debited"
     event_id: str
     request_id: str
@@ -177,7 +204,7 @@ class AccountDebited(Outbound):
     balance_after_fen: Fen
 
 
-class AccountClosedEvent(Outbound):
+class AccountClosedEvent(StateChange):
     type: Literal["account.closed"] = "account.closed"
     event_id: str
     request_id: str
@@ -187,7 +214,7 @@ class AccountClosedEvent(Outbound):
     balance_after_fen: Fen
 
 
-class AccountRequestRejected(Outbound):
+class AccountRequestRejected(StateChange):
     type: Literal["account.request_rejected"] = "account.request_rejected"
     event_id: str
     request_id: str

@@ -128,7 +128,7 @@ def split_reference(lines: list[bytes]) -> tuple[list[bytes], list[bytes]]:
 
 
 def _normal(event: dict[str, Any]) -> str:
-    event = normalise(dict(event))
+    event = normalise({k: v for k, v in event.items() if k != "member_state"})  # the worker's rebuild aid
     if event.get("type") == "dead_letter":
         for name in ("source_topic", "partition", "offset"):
             event.pop(name, None)

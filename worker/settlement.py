@@ -17,10 +17,13 @@ to Kafka.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from contracts.inbound import (
     ClaimReversalRequested,
@@ -29,12 +32,13 @@ from contracts.inbound import (
     MemberMessage,
     MemberProfile,
 )
+from contracts.outbound import MEMBER_STATE_FORMAT
 from contracts.wire import Emitted, emit
 from worker.adapters.redis_store import message_digest
 from worker.domain.accounts import period_key
 from worker.domain.engine import Context, decide
 from worker.domain.policy import PolicyBook
-from worker.domain.state import MemberView
+from worker.domain.state import Effect, Ledger, MemberView
 from worker.intake import Decoded, Source, dead_letter, decode
 from worker.ports import Loaded, Plan, StateStore, Wants
 
@@ -92,11 +96,18 @@ class Settler:
     replay): the one routing of decoded messages to the engine."""
 
     def __init__(
-        self, store: StateStore, policies: PolicyBook, facilities: dict[str, FacilityRegistered]
+        self,
+        store: StateStore,
+        policies: PolicyBook,
+        facilities: dict[str, FacilityRegistered],
+        stamp_state: bool = False,
     ) -> None:
+        """`stamp_state`: append `member_state` to every event that changes state (the Kafka worker,
+        whose outbound topics are what a rebuild reads; replay's output stays the contract's)."""
         self.store = store
         self.policies = policies
         self.facilities = facilities
+        self.stamp_state = stamp_state
         self._holds: dict[str, Hold] = {}
 
     async def settle(self, records: Sequence[Record], now: str, hold: Hold | None = None) -> list[Outgoing]:
@@ -265,8 +276,11 @@ class Settler:
             log.exception("engine failed on %s; dead-lettering it", item.record.source)
             error = "internal error while deciding"
             return [emit(dead_letter(item.record.value, item.record.source, error))], False
-        effect = decision.effect
+        events, effect = decision.events, decision.effect
         if effect is not None:
+            ledger = (effect.ledger or view.ledger).one_change_later()
+            if self.stamp_state:
+                events, effect = stamp_member_state(events, effect, ledger)
             if effect.claim is not None:
                 if effect.claim.claim_id not in view.claim_owners:
                     plan.new_claim_ids.append(effect.claim.claim_id)
@@ -277,10 +291,42 @@ class Settler:
                 plan.requests[request_id] = answer
             if effect.period is not None:
                 plan.periods.append(effect.period)
-            view.apply(effect)
-            if effect.ledger is not None:
-                plan.ledger = view.ledger
-        return decision.events, decision.kept
+            view.apply(Effect(ledger, effect.claim, effect.answer, effect.period))
+            plan.ledger = view.ledger
+        return events, decision.kept
+
+
+def stamp_member_state(events: list[Emitted], effect: Effect, ledger: Ledger) -> tuple[list[Emitted], Effect]:
+    """The events with the member's state after them appended as `member_state` (contracts.outbound
+    `MemberState`), and the effect keeping those very bytes: what `python -m worker rebuild` needs
+    to restore the state from the outbound topics alone. Spliced into the serialised JSON (an event
+    object always ends with `}`), so the event itself is not serialised again."""
+    state: dict[str, Any] = {"format": MEMBER_STATE_FORMAT, "ledger": ledger.to_flat()}
+    claim = effect.claim
+    if claim is not None and claim.reversed is None:
+        state["record"] = [
+            claim.fingerprint,
+            claim.year,
+            claim.delta.to_list(),
+            claim.account_pay,
+            claim.fund_pay,
+            claim.cap_fen,
+            claim.facility_id,
+        ]
+    if effect.period is not None:
+        state["period"] = effect.period
+    suffix = b',"member_state":' + orjson.dumps(state) + b"}"
+    stamped = [Emitted(e.type, e.data[:-1] + suffix) for e in events]
+    by_original = {id(e): s for e, s in zip(events, stamped, strict=True)}
+    if claim is not None:
+        if claim.reversed is not None:
+            claim = dataclasses.replace(claim, reversed=by_original.get(id(claim.reversed), claim.reversed))
+        else:
+            claim = dataclasses.replace(claim, settled=by_original.get(id(claim.settled), claim.settled))
+    answer = effect.answer
+    if answer is not None:
+        answer = (answer[0], by_original.get(id(answer[1]), answer[1]))
+    return stamped, Effect(effect.ledger, claim, answer, effect.period)
 
 
 def _held(hold: Hold, member_id: str) -> bool:

@@ -85,26 +85,23 @@ def pack(events: Sequence[Emitted]) -> bytes:
     return b"\n".join(e.type.encode() + b"\t" + e.data for e in events)
 
 
+LEDGER_FORMAT = 2
+"""Format version of stored ledgers: 2 puts the version first and adds the change count
+(`Ledger.changes`). Format 1 (no version: it starts with the balance, then the `closed` boolean) is
+still read, with no changes counted."""
+
+
 def encode_ledger(ledger: Ledger) -> bytes:
-    """A ledger as one flat JSON array: balance, closed, the incentive triple, then six numbers per
-    year (year, counted, capped fund, fund, incentive fund, claims). Read for every member of
-    every batch, so it is kept small and cheap to parse."""
-    flat: list[Any] = [
-        ledger.balance,
-        ledger.closed,
-        ledger.incentive_year,
-        ledger.incentive_qualified,
-        ledger.incentive_streak,
-    ]
-    for year, acc in ledger.years.items():
-        flat += (year, acc.counted, acc.capped_fund, acc.fund, acc.incentive_fund, acc.claims)
-    return orjson.dumps(flat)
+    return orjson.dumps([LEDGER_FORMAT, *ledger.to_flat()])
 
 
 def decode_ledger(raw: bytes) -> Ledger:
     flat = orjson.loads(raw)
-    years = {flat[i]: Accumulators(*flat[i + 1 : i + 6]) for i in range(5, len(flat), 6)}
-    return Ledger(years, flat[0], flat[1], flat[2], flat[3], flat[4])
+    if len(flat) > 1 and isinstance(flat[1], bool):  # format 1: balance, closed, incentive, years
+        return Ledger.from_flat([0, *flat])
+    if flat[0] != LEDGER_FORMAT:
+        raise ValueError(f"a stored ledger has unknown format {flat[0]!r}; upgrade the worker")
+    return Ledger.from_flat(flat[1:])
 
 
 RECORD_FORMAT = 2
@@ -167,9 +164,33 @@ def message_digest(raw: bytes) -> bytes:
     return hashlib.blake2b(raw, digest_size=16).hexdigest().encode()
 
 
+ANSWER_FORMAT = b"v2\n"
+"""Format marker of stored answers (a request's and a message's): version 2 is the packed events
+behind this line. Values without a marker are format 1, the same content (an event type or a hex
+digest never starts with `v`)."""
+
+
+def _strip_format(blob: bytes) -> bytes:
+    if blob.startswith(ANSWER_FORMAT):
+        return blob[len(ANSWER_FORMAT) :]
+    if blob[:1] == b"v":
+        raise ValueError(f"a stored answer has unknown format {blob[:8]!r}; upgrade the worker")
+    return blob
+
+
+def stored_answer(events: Sequence[Emitted], digest: bytes | None = None) -> bytes:
+    """A request's stored answer, or (with the message's digest) a message's."""
+    body = pack(events)
+    return ANSWER_FORMAT + (digest + b"\n" + body if digest is not None else body)
+
+
 def _unpack_answer(blob: bytes) -> tuple[bytes, list[Emitted]]:
-    digest, _, events = blob.partition(b"\n")
+    digest, _, events = _strip_format(blob).partition(b"\n")
     return digest, unpack(events)
+
+
+def unpack_request_answer(blob: bytes) -> Emitted:
+    return unpack(_strip_format(blob))[0]
 
 
 def unpack(blob: bytes) -> list[Emitted]:
@@ -381,7 +402,7 @@ class RedisStore:
         answers: dict[str, Emitted] = {}
         for request_id in want.request_ids:
             if value := row[at]:
-                answers[request_id] = unpack(value)[0]
+                answers[request_id] = unpack_request_answer(value)
             owner = owners[at_owner]
             if owner and request_id not in answers and owner.decode() != member_id:
                 foreign.append((member_id, request_id, owner.decode(), False))
@@ -420,7 +441,7 @@ class RedisStore:
             if is_claim:
                 view.claims[ident] = decode_record(ident, value)
             else:
-                view.answers[ident] = unpack(value)[0]
+                view.answers[ident] = unpack_request_answer(value)
 
     def remember_profile(self, raw: bytes, profile: MemberProfile) -> None:
         """Keep a profile the reference feed has just validated, so that a member's first claim
@@ -478,13 +499,13 @@ class RedisStore:
         values: list[bytes] = []
         for source, digest, events in plan.answers:
             keys.append(source_key(prefix, source))
-            values.append(digest + b"\n" + pack(events))
+            values.append(stored_answer(events, digest))
         for claim_id, record in plan.claims.items():
             keys.append(record_key(prefix, claim_id))
             values.append(encode_record(record))
         for request_id, answer in plan.requests.items():
             keys.append(answer_key(prefix, request_id))
-            values.append(pack([answer]))
+            values.append(stored_answer([answer]))
         for period in plan.periods:
             keys.append(period_marker_key(prefix, period))
             values.append(b"1")

@@ -166,7 +166,9 @@ def _incentive(
     else:
         streak = 1
     amount = min(spec.first_fen + spec.step_fen * (streak - 1), spec.max_fen) if streak >= 1 else 0
-    updated = Ledger(ledger.years, ledger.balance + amount, ledger.closed, request.year, qualifying, streak)
+    updated = Ledger(
+        ledger.years, ledger.balance + amount, ledger.closed, request.year, qualifying, streak, ledger.changes
+    )
     return _credited(request, "incentive", amount, updated, None), updated, None
 
 

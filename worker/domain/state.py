@@ -52,6 +52,9 @@ class Ledger:
     incentive_year: int | None = None
     incentive_qualified: bool = False
     incentive_streak: int = 0
+    changes: int = 0
+    """How many decisions have changed this member's state: orders the member's outbound events
+    across topics, so that a rebuild from them keeps the newest state (`member_state` in events)."""
 
     def year(self, year: int) -> Accumulators:
         return self.years.get(year) or Accumulators()
@@ -60,7 +63,13 @@ class Ledger:
         years = dict(self.years)
         years[year] = acc
         return Ledger(
-            years, balance, self.closed, self.incentive_year, self.incentive_qualified, self.incentive_streak
+            years,
+            balance,
+            self.closed,
+            self.incentive_year,
+            self.incentive_qualified,
+            self.incentive_streak,
+            self.changes,
         )
 
     def with_balance(self, balance: int, closed: bool | None = None) -> Ledger:
@@ -71,7 +80,41 @@ class Ledger:
             self.incentive_year,
             self.incentive_qualified,
             self.incentive_streak,
+            self.changes,
         )
+
+    def one_change_later(self) -> Ledger:
+        """This ledger as the state after one more decision changed the member (see `changes`)."""
+        return Ledger(
+            self.years,
+            self.balance,
+            self.closed,
+            self.incentive_year,
+            self.incentive_qualified,
+            self.incentive_streak,
+            self.changes + 1,
+        )
+
+    def to_flat(self) -> list[Any]:
+        """One flat list: changes, balance, closed, the incentive triple, then six numbers per year
+        (year, counted, capped fund, fund, incentive fund, claims). Read for every member of every
+        batch, so it is kept small and cheap to parse; also carried in events for rebuilds."""
+        flat: list[Any] = [
+            self.changes,
+            self.balance,
+            self.closed,
+            self.incentive_year,
+            self.incentive_qualified,
+            self.incentive_streak,
+        ]
+        for year, acc in self.years.items():
+            flat += (year, acc.counted, acc.capped_fund, acc.fund, acc.incentive_fund, acc.claims)
+        return flat
+
+    @classmethod
+    def from_flat(cls, flat: list[Any]) -> Ledger:
+        years = {flat[i]: Accumulators(*flat[i + 1 : i + 6]) for i in range(6, len(flat), 6)}
+        return cls(years, flat[1], flat[2], flat[3], flat[4], flat[5], flat[0])
 
     def to_dict(self) -> dict[str, Any]:
         """A readable form, for comparing ledgers in tests and tools (stores keep their own)."""
@@ -80,6 +123,7 @@ class Ledger:
             "balance": self.balance,
             "closed": self.closed,
             "incentive": [self.incentive_year, self.incentive_qualified, self.incentive_streak],
+            "changes": self.changes,
         }
 
 

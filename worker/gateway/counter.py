@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 from contracts.gateway import Pending, Problem
 from contracts.inbound import ClaimReversalRequested, ClaimSubmitted, FacilityRegistered
 from contracts.types import ID_RE
-from contracts.wire import Emitted, dumps, emit
+from contracts.wire import Emitted, dumps, emit, without_member_state
 from worker.adapters.redis_store import message_digest
 from worker.adapters.request_log import Logged, RequestLog
 from worker.clock import now_text
@@ -219,7 +219,7 @@ class Counter:
 
     def _answer(self, reply: Reply, reversal: ClaimReversalRequested | None) -> Answer:
         if reply.topic == self.settings.topic_settled:
-            return Answer(200, reply.value)
+            return Answer(200, without_member_state(reply.value))
         if reply.topic == self.settings.topic_rejected:
             if reversal is not None and b'"FACILITY_MISMATCH"' in reply.value:
                 return _event(422, emit(_unknown_claim(reversal)))
@@ -233,8 +233,12 @@ class Counter:
         facility's claim is a claim that does not exist."""
         record = await self.store.find_claim(claim_id)
         if record is not None and record.facility_id == facility_id:
-            settlement = orjson.Fragment(record.settled.data)
-            reversal = orjson.Fragment(record.reversed.data) if record.reversed is not None else None
+            settlement = orjson.Fragment(without_member_state(record.settled.data))
+            reversal = (
+                orjson.Fragment(without_member_state(record.reversed.data))
+                if record.reversed is not None
+                else None
+            )
             body = {
                 "claim_id": claim_id,
                 "status": "reversed" if reversal is not None else "settled",

@@ -85,7 +85,9 @@ def create_app(settings: Settings | None = None) -> FastStream:
     )
     publisher = Publisher(settings)
     marking = Marking(store)
-    handler = BatchHandler(Settler(store, policies, facilities), publisher, settings, marking)
+    handler = BatchHandler(
+        Settler(store, policies, facilities, stamp_state=True), publisher, settings, marking
+    )
     feed = ReferenceFeed(settings, store, facilities, publisher, marking)
 
     broker = KafkaBroker(
