@@ -1,4 +1,5 @@
-"""Command line: `python -m worker replay [FILE]`, `run` (the Kafka worker), `gateway` (the point-of-sale
+"""Command line: `python -m worker replay [FILE]`, `run` (the Kafka worker), `rebuild` (the state in Redis
+from the outbound topics), `gateway` (the point-of-sale
 HTTP gateway; `gateway token FACILITY_ID` prints a token), `bench`."""
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ def _run(args: argparse.Namespace) -> int:
     from worker.kafka.app import run_worker
 
     return run_worker()
+
+
+def _rebuild(args: argparse.Namespace) -> int:
+    from worker.kafka.rebuild import run_rebuild
+
+    return run_rebuild()
 
 
 def _gateway(args: argparse.Namespace) -> int:
@@ -59,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     replay.set_defaults(func=_replay)
     run = sub.add_parser("run", help="run the Kafka worker (settings from the environment)")
     run.set_defaults(func=_run)
+    rebuild = sub.add_parser(
+        "rebuild",
+        help="restore the state in Redis from claims.settled and accounts.ledger (workers stopped)",
+    )
+    rebuild.set_defaults(func=_rebuild)
     gateway = sub.add_parser(
         "gateway",
         help="run the point-of-sale HTTP gateway, or `gateway token FACILITY_ID` to print an HS256 token",

@@ -58,6 +58,20 @@ class Plan:
         return self.ledger is not None or bool(self.answers or self.claims or self.requests or self.periods)
 
 
+@dataclass(slots=True)
+class Restored:
+    """One outbound event's contribution to a member's state, for a rebuild (`member_state`)."""
+
+    member_id: str
+    kind: str  # "settled" (a claim record), "reversed", "answer" (a request's stored answer) or "none"
+    ident: str | None  # the claim id or request id
+    changes: int
+    ledger: Ledger
+    record: ClaimRecord | None
+    period: str | None
+    event: Emitted
+
+
 class StateStore(Protocol):
     """Member state behind the engine. Reads never write; `save` is atomic per member."""
 

@@ -39,7 +39,7 @@ from worker.adapters.redis_durability import Durability, check
 from worker.domain.state import Accumulators, ClaimRecord, Ledger, MemberView
 from worker.intake import Source
 from worker.marker import MARKER_FORMAT, StateLost, StateMarker, parse_marker
-from worker.ports import Loaded, Plan, Wants
+from worker.ports import Loaded, Plan, Restored, Wants
 
 RedisClient = Redis | RedisCluster
 Call = tuple[str, tuple[Any, ...], dict[str, Any]]
@@ -212,7 +212,7 @@ class RedisStore:
         folder = resources.files("worker.adapters")
         self._sources = {
             name: folder.joinpath(f"redis_{name}.lua").read_text(encoding="utf-8")
-            for name in ("load", "apply", "profile", "mark")
+            for name in ("load", "apply", "profile", "mark", "restore")
         }
         self._sha: dict[str, str] = {}
         self._profiles: dict[bytes, MemberProfile] = {}
@@ -570,3 +570,58 @@ class RedisStore:
             if "STATE_LOST" in str(exc):
                 raise StateLost(str(exc).partition("STATE_LOST ")[2]) from None
             raise
+
+    # ---------------------------------------------------------------- rebuild (worker/kafka/rebuild.py)
+
+    STATE_PATTERNS = ("m:{*", "claim-owner:*", "request-owner:*", "dead-lettered:*")
+
+    async def wipe_state(self) -> int:
+        """Delete the marker first (running workers then stop at their next batch), then every key of
+        member state, leaving other users' keys (the gateway's request log) alone. Returns how many."""
+        await self._write([(("DEL", MARKER_KEY), {})])
+        nodes: list[Any]
+        if self.cluster:
+            assert isinstance(self.redis, RedisCluster)
+            nodes = list(self.redis.get_primaries())
+        else:
+            nodes = [self.redis]
+        deleted = 0
+        for node in nodes:
+            for pattern in self.STATE_PATTERNS:
+                cursor: Any = 0
+                while True:
+                    cursor, keys = await node.execute_command("SCAN", cursor, "MATCH", pattern, "COUNT", 2000)
+                    if keys:
+                        await self._write([(("UNLINK", key), {}) for key in keys])
+                        deleted += len(keys)
+                    if int(cursor) == 0:
+                        break
+        return deleted
+
+    async def restore(self, items: Sequence[Restored]) -> None:
+        """Write what a batch of outbound events says of their members' state (redis_restore.lua),
+        and the global owner index of each claim and request id, in one round trip per node."""
+        writes: list[Write] = []
+        sha = self._sha["restore"]
+        for item in items:
+            prefix = member_key(item.member_id, "")
+            ledger_key = prefix + "ledger"
+            keys = [ledger_key, ledger_key]
+            value: bytes = b""
+            if item.kind in ("settled", "reversed") and item.ident is not None:
+                keys[1] = record_key(prefix, item.ident)
+                if item.kind == "settled":
+                    assert item.record is not None
+                    value = encode_record(item.record)
+                    writes.append((("SET", claim_owner_key(item.ident), item.member_id, "NX"), {}))
+                else:
+                    value = item.event.data
+            elif item.kind == "answer" and item.ident is not None:
+                keys[1] = answer_key(prefix, item.ident)
+                value = stored_answer([item.event])
+                writes.append((("SET", request_owner_key(item.ident), item.member_id, "NX"), {}))
+            if item.period is not None:
+                keys.append(period_marker_key(prefix, item.period))
+            ledger = encode_ledger(item.ledger)
+            writes.append((("EVALSHA", sha, len(keys), *keys, item.kind, item.changes, ledger, value), {}))
+        await self._write(writes)

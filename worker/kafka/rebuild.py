@@ -1,0 +1,227 @@
+"""`python -m worker rebuild`: restore the money state in Redis from the outbound topics.
+
+Every event that changed a member's state carries `member_state` (contracts.outbound.MemberState):
+the ledger after it with a change count, the facts of a claim record, a credited period. Reading
+`claims.settled` and `accounts.ledger` from the beginning therefore gives back every ledger (the one
+with the most changes), claim record (with its reversal), stored request answer, credited period and
+global owner index. Profiles are not copied here: the next worker start reads `members.profiles`
+whole, as the rebuilt marker names no profile offsets.
+
+Steps: delete the marker (a worker still running stops at its next batch) and every key of member
+state; read both topics up to their end offsets at the start, writing as it goes, with progress on
+stderr; then write the marker for the consumer group's committed offsets, under the epoch those
+offsets were committed with. A rebuild that is interrupted leaves no marker, so workers keep refusing
+to start until a rebuild completes: it can simply be run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from contracts.outbound import MEMBER_STATE_FORMAT
+from contracts.wire import Emitted
+from worker.adapters.redis_client import connect
+from worker.adapters.redis_durability import Durability
+from worker.adapters.redis_store import RedisStore
+from worker.domain.state import Accumulators, ClaimRecord, Ledger
+from worker.kafka.marking import committed_offsets
+from worker.marker import consumed_field
+from worker.ports import Restored
+from worker.settings import Settings
+
+log = logging.getLogger("worker.rebuild")
+_KINDS = {
+    "claim.settled": "settled",
+    "claim.reversed": "reversed",
+    "account.credited": "answer",
+    "account.debited": "answer",
+    "account.closed": "answer",
+    "account.request_rejected": "answer",
+}
+
+
+class RebuildIncomplete(RuntimeError):
+    """Some events cannot be restored from: the state would be wrong, so no marker is written."""
+
+
+@dataclass(slots=True)
+class Progress:
+    total: int
+    read: int = 0
+    restored: int = 0
+    unstamped: int = 0
+    started: float = 0.0
+    shown: float = 0.0
+
+    def show(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.shown < 2.0:
+            return
+        self.shown = now
+        elapsed = max(now - self.started, 1e-9)
+        share = min(100 * self.read / self.total, 100.0) if self.total else 100.0
+        print(
+            f"rebuild: {self.read:,} of about {max(self.total, self.read):,} events ({share:.0f}%), "
+            f"{self.read / elapsed:,.0f} events/s, {elapsed:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def restored(value: bytes) -> Restored | None:
+    """What one outbound event says of its member's state; None for an event that changes none.
+    Raises ValueError for a state-changing event without a usable `member_state`."""
+    event = orjson.loads(value)
+    kind = _KINDS.get(event.get("type"))
+    if kind is None:
+        return None
+    state = event.get("member_state")
+    if not isinstance(state, dict) or state.get("format") != MEMBER_STATE_FORMAT:
+        raise ValueError(f"{event.get('type')} {event.get('event_id')} has no member_state of format 1")
+    member_id = event["member_id"]
+    ledger = Ledger.from_flat(state["ledger"])
+    record = None
+    ident = event.get("claim_id") if kind in ("settled", "reversed") else event.get("request_id")
+    if kind == "settled":
+        fingerprint, year, delta, account_pay, fund_pay, cap, facility = state["record"]
+        record = ClaimRecord(
+            ident,
+            member_id,
+            fingerprint,
+            year,
+            Accumulators.from_list(delta),
+            account_pay,
+            fund_pay,
+            cap,
+            facility,
+            Emitted("claim.settled", value),
+        )
+    return Restored(
+        member_id,
+        kind,
+        ident,
+        ledger.changes,
+        ledger,
+        record,
+        state.get("period"),
+        Emitted(event["type"], value),
+    )
+
+
+async def rebuild(settings: Settings, batch: int = 5000) -> Progress:
+    store = RedisStore(
+        connect(settings.redis_url, settings.redis_cluster),
+        settings.answer_ttl_seconds,
+        Durability.parse(settings.redis_durability, settings.redis_durability_timeout_ms),
+    )
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id="claims-worker-rebuild",
+        max_partition_fetch_bytes=8 << 20,
+    )
+    try:
+        await store.load_scripts()
+        await store.check_durability()
+        committed = await committed_offsets(settings)
+        deleted = await store.wipe_state()
+        print(f"rebuild: marker and {deleted:,} keys of member state deleted", file=sys.stderr, flush=True)
+        await consumer.start()
+        progress = await _restore_topics(consumer, store, settings, batch)
+        if progress.unstamped:
+            raise RebuildIncomplete(
+                f"{progress.unstamped} state-changing events carry no member_state (published by a worker "
+                "older than format 1): the state cannot be restored from the topics; no marker written"
+            )
+        epochs = {epoch for _, epoch in committed.values() if epoch}
+        epoch = epochs.pop() if len(epochs) == 1 else uuid.uuid4().hex
+        fields = {consumed_field(topic, p): offset for (topic, p), (offset, _) in committed.items()}
+        await store.create_marker(epoch, fields)
+        print(
+            f"rebuild: done, {progress.restored:,} events restored; marker written (epoch {epoch}, "
+            f"{len(fields)} partitions)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return progress
+    finally:
+        await consumer.stop()
+        await store.redis.aclose()
+
+
+async def _restore_topics(
+    consumer: AIOKafkaConsumer, store: RedisStore, settings: Settings, batch: int
+) -> Progress:
+    await consumer.topics()
+    partitions = [
+        TopicPartition(topic, p)
+        for topic in (settings.topic_settled, settings.topic_ledger)
+        for p in sorted(consumer.partitions_for_topic(topic) or ())
+    ]
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    starts = await consumer.beginning_offsets(partitions)
+    ends = await consumer.end_offsets(partitions)
+    progress = Progress(sum(ends[tp] - starts[tp] for tp in partitions), started=time.monotonic())
+    writes: asyncio.Task[None] | None = None
+    while True:  # to the end offsets, then until a poll finds nothing (the workers are stopped)
+        fetched = await consumer.getmany(timeout_ms=1000, max_records=batch)
+        if not any(fetched.values()):
+            if all([await consumer.position(tp) >= ends[tp] for tp in partitions]):
+                break
+            continue
+        items: list[Restored] = []
+        for records in fetched.values():
+            items += _items(records, progress)
+        if writes is not None:
+            await writes  # one batch is written while the next is read and parsed
+        writes = asyncio.create_task(store.restore(items))
+        progress.restored += len(items)
+        progress.show()
+    if writes is not None:
+        await writes
+    progress.show(final=True)
+    return progress
+
+
+def _items(records: Sequence[ConsumerRecord[bytes, bytes]], progress: Progress) -> list[Restored]:
+    out: list[Restored] = []
+    for record in records:
+        progress.read += 1
+        try:
+            item = restored(record.value or b"")
+        except (ValueError, KeyError, TypeError) as exc:
+            progress.unstamped += 1
+            if progress.unstamped <= 3:
+                log.error(
+                    "cannot restore from %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc
+                )
+            continue
+        if item is not None:
+            out.append(item)
+    return out
+
+
+def run_rebuild(argv: Sequence[str] = ()) -> int:
+    """CLI entry: exit 0 once the marker is written, 1 if the rebuild is incomplete."""
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        asyncio.run(rebuild(settings))
+    except RebuildIncomplete as exc:
+        print(f"rebuild: incomplete: {exc}", file=sys.stderr)
+        return 1
+    return 0
