@@ -6,9 +6,11 @@ Redis state equals the uninterrupted one, and every answer equals the uninterrup
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -25,7 +27,7 @@ from worker.adapters.redis_client import connect
 from worker.adapters.redis_store import decode_ledger
 from worker.bench import synthetic
 from worker.kafka.publisher import route
-from worker.local.services import Broker, RedisService
+from worker.local.services import Broker, RedisService, restart_redis_process, start_redis
 from worker.replay import Replayer
 from worker.settings import Settings
 
@@ -151,3 +153,66 @@ async def test_rebuild_after_flushall_restores_the_state_and_the_answers(world: 
     assert worker.terminate() == 0
     expected = await _replayed([*reference, *credits, *claims, *credits_two, *claims_two], world.settings)
     assert actual_streams(received) == streams(expected)
+
+
+async def test_redis_crash_losing_its_last_writes_is_noticed_and_rebuilt(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """Redis with `appendfsync everysec` killed, and back from an append-only file that misses the
+    last writes (what a machine crash leaves): the running worker stops before answering on that
+    state, a new one refuses, a rebuild restores it, and every answer equals the uninterrupted run's."""
+    redis = start_redis(use_env=False, persistent=True, fsync="everysec")
+    world = await fresh_world(broker.bootstrap_servers, redis.url, f"rb{next(_counter)}", tmp_path)
+    try:
+        reference, credits, claims = _phase_one()
+        early, late = claims[:150], claims[150:]
+        await world.publish(reference)
+        worker = world.worker().start()
+        await world.publish(credits)
+        await world.wait_outputs(len(credits))
+        await world.publish(early)
+        await world.wait_outputs(len(credits) + len(early))
+        client = connect(redis.url, cluster=False)
+        await client.execute_command("BGREWRITEAOF")  # a consistent file to go back to
+        await _aof_rewritten(client)
+        snapshot = tmp_path / "aof-before"
+        shutil.copytree(Path(redis.started.dirs[0]) / "appendonlydir", snapshot)
+        await world.publish(late)
+        answered = len(credits) + len(claims)
+        await world.wait_outputs(answered)
+        await client.aclose()
+
+        def older_file(folder: Path) -> None:
+            shutil.rmtree(folder / "appendonlydir")
+            shutil.copytree(snapshot, folder / "appendonlydir")
+
+        restart_redis_process(redis, 0.5, kill=True, while_down=older_file)
+        credits_two, claims_two = _phase_two()
+        await world.publish(credits_two)
+        assert worker.process is not None and worker.process.wait(90) == 0  # stopped itself
+        assert "Redis lost the state" in worker.log_text()
+        assert len(await world.outputs(answered + 1, 5)) == answered  # nothing answered on old state
+
+        refused = world.worker().start(wait_ready=0)
+        assert refused.process is not None and refused.process.wait(60) == 2
+        assert "older than the committed offsets" in refused.log_text()
+        done = _rebuild(world)
+        assert done.returncode == 0, done.stderr[-3000:]
+        world.worker().start()
+        await world.publish(claims_two)
+        total = answered + len(credits_two) + len(claims_two)
+        received = await world.wait_outputs(total)
+        expected = await _replayed([*reference, *credits, *claims, *credits_two, *claims_two], world.settings)
+        assert actual_streams(received) == streams(expected)
+    finally:
+        world.close()
+        redis.close()
+
+
+async def _aof_rewritten(client: Any) -> None:
+    for _ in range(200):
+        info = await client.info("persistence")
+        if not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("AOF rewrite did not finish")

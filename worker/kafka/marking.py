@@ -90,7 +90,10 @@ class Marking:
         return {tp: known[(tp.topic, tp.partition)] for tp in partitions if (tp.topic, tp.partition) in known}
 
     async def _advance(self, fields: dict[str, int]) -> None:
+        """Every field this process has written is checked, not only the batch's: a Redis that came
+        back from an older file may have lost another partition's progress."""
         triples = [(name, self._floors.get(name, -1), next_offset) for name, next_offset in fields.items()]
+        triples += [(name, floor, floor) for name, floor in self._floors.items() if name not in fields]
         await self.store.advance_marker(self.epoch, triples)
         for name, next_offset in fields.items():
             self._floors[name] = max(self._floors.get(name, -1), next_offset)

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,9 +194,14 @@ def _redis_process(folder: str, port: int, *extra: str) -> subprocess.Popen[byte
 
 
 def start_redis(
-    cluster: bool = False, use_env: bool = True, persistent: bool = False, port: int | None = None
+    cluster: bool = False,
+    use_env: bool = True,
+    persistent: bool = False,
+    port: int | None = None,
+    fsync: str = "always",
 ) -> RedisService:
-    """`persistent` keeps an append-only file, so that a restarted server has its data back."""
+    """`persistent` keeps an append-only file, fsynced as `fsync` says (`always`, `everysec`), so
+    that a restarted server has its data back."""
     existing = os.environ.get("REDIS_URL") if use_env else None
     if existing and not cluster:
         return RedisService(existing, False, Started())
@@ -205,7 +211,7 @@ def start_redis(
     try:
         if not cluster:
             port = port or free_port()
-            extra = ("--appendonly", "yes", "--appendfsync", "always") if persistent else ()
+            extra = ("--appendonly", "yes", "--appendfsync", fsync) if persistent else ()
             started.processes.append(_redis_process(folder, port, *extra))
             wait_for_port(port, process=started.processes[-1])
             return RedisService(f"redis://127.0.0.1:{port}/0", False, started, [port])
@@ -253,13 +259,25 @@ def _wait_cluster_ok(port: int, timeout: float = 30.0) -> None:
     raise TimeoutError("Redis Cluster did not reach cluster_state:ok")
 
 
-def restart_redis_process(service: RedisService, down_seconds: float) -> None:
-    """Stop a private single-node Redis, wait, and start it again on the same port (outage tests)."""
+def restart_redis_process(
+    service: RedisService,
+    down_seconds: float,
+    kill: bool = False,
+    while_down: Callable[[Path], None] | None = None,
+) -> None:
+    """Stop a private single-node Redis (SIGTERM, or SIGKILL with `kill`), wait, let `while_down`
+    change its data folder (e.g. put back an older append-only file), and start it again on the
+    same port (outage and crash tests)."""
     process = service.started.processes[0]
     args = [str(a) for a in process.args]  # type: ignore[union-attr]
-    process.terminate()
+    if kill:
+        process.kill()
+    else:
+        process.terminate()
     process.wait(10)
     time.sleep(down_seconds)
+    if while_down is not None:
+        while_down(Path(service.started.dirs[0]))
     replacement = subprocess.Popen(
         args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
