@@ -71,7 +71,12 @@ def decode(raw: bytes, source: Source, now: str) -> Decoded:
             return Decoded(None, [emit(dead_letter(raw, source, "not valid JSON: NaN or Infinity"))])
         return Decoded(message, [])
     except ValidationError as exc:
-        return Decoded(None, [emit(_answer_invalid(raw, source, exc, now))])
+        try:
+            return Decoded(None, [emit(_answer_invalid(raw, source, exc, now))])
+        except Exception as answer_error:  # e.g. a lone surrogate escape (\ud800) in member_id, which
+            # Python's parser takes but no UTF-8 answer can repeat: the message itself is unusable
+            error = f"not answerable: {type(answer_error).__name__}"
+            return Decoded(None, [emit(dead_letter(raw, source, error))])
     except Exception as exc:  # a validator bug must not stop the worker: keep the message
         return Decoded(None, [emit(dead_letter(raw, source, f"validation failed: {type(exc).__name__}"))])
 
@@ -84,11 +89,11 @@ def parse_json(raw: bytes) -> Any:
     """The JSON value of `raw`; raises ValueError (or RecursionError) when it is not JSON. orjson
     first (C, ~5× faster); the standard parser where orjson refuses, which is also for integers
     beyond 64 bits (valid JSON: the field then gets `INVALID_PAYLOAD`). NaN and Infinity are not
-    JSON for either."""
+    JSON for either, nor is anything but UTF-8 (RFC 8259 §8.1: no UTF-16/32, no byte order mark)."""
     try:
         return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return json.loads(raw, parse_constant=_reject_constant)
+    except orjson.JSONDecodeError:  # decoded strictly first: bytes would let json guess UTF-16/32
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
 
 
 def _strict_json(raw: bytes) -> bool:

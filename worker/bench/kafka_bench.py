@@ -196,11 +196,14 @@ def _start_workers(
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="claims-bench-"))
     broker = start_broker(str(workdir))
-    redis = start_redis()
+    durable = args.durability == "local"
+    # Redis 7.0 has no WAITAOF: `local` then needs appendfsync always (worker.adapters.redis_durability)
+    redis = start_redis(use_env=not durable, persistent=durable, fsync="always")
     workers: list[WorkerProcess] = []
     try:
         prefix = f"bench{int(time.time())}"
         settings, env = _settings(broker.bootstrap_servers, redis.url, prefix, args.partitions)
+        env["WORKER_REDIS_DURABILITY"] = args.durability
         members = args.claims // 4 if args.members is None else args.members
         print(f"broker: {broker.kind} at {broker.bootstrap_servers}; redis: {redis.url}; topics: {prefix}.*")
         await ensure_topics(settings)
@@ -283,6 +286,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "claims": len(stamps),
             "members": members,
             "account_credits": args.credits,
+            "durability": args.durability,
             "saturation_claims_per_s": round(throughput),
             "worker_cpu_us_per_claim": round(1e6 * cpu_used / len(stamps)),
             "worker_peak_rss_mib": round(peak_mib),
@@ -320,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--limit", type=float, default=900, help="give up after this many seconds")
     parser.add_argument("--keep", action="store_true", help="keep worker and broker logs")
+    parser.add_argument(
+        "--durability",
+        choices=("none", "local"),
+        default="none",
+        help="WORKER_REDIS_DURABILITY; local starts Redis with its append-only file fsynced",
+    )
     args = parser.parse_args(argv)
     if args.partitions < args.workers:
         parser.error("--partitions must be at least --workers: a worker without a partition idles")
