@@ -104,10 +104,11 @@ class MemberState(Part):
     `format`."""
 
     format: Literal[1]
-    ledger: list[int | bool | None]
-    """The ledger after the event (`worker.domain.state.Ledger.to_flat`): change count, balance,
-    closed, incentive year / qualified / streak, then per year: year, counted, capped fund, fund,
-    incentive fund, claims. The event with the highest change count carries the member's ledger."""
+    ledger: list[int | bool | None] | None = None
+    """The ledger after the event, when the event changed it (`worker.domain.state.Ledger.to_flat`):
+    change count, balance, closed, incentive year / qualified / streak, then per year: year, counted,
+    capped fund, fund, incentive fund, claims. The event with the highest change count carries the
+    member's ledger."""
     record: list[Any] | None = None
     """On `claim.settled`: what the claim record keeps besides the event — content fingerprint,
     year, accumulator delta, account pay, fund pay, cap, facility."""

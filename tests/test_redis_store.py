@@ -293,3 +293,25 @@ def test_claim_records_of_the_first_format_are_read_with_an_unknown_facility() -
     future = orjson.dumps([3, "M", "fp", 2023, [1, 2, 3, 4, 1], 10, 20, None, "H1"]) + b"\n" + settled
     with pytest.raises(ValueError, match="unknown format 3"):
         decode_record("C1", future)
+
+
+async def test_messages_for_members_that_do_not_exist_leave_no_lasting_keys(
+    redis_store: RedisStore, policies: PolicyBook
+) -> None:
+    """Made-up member ids must not grow Redis with member state: a claim's rejection is kept only as
+    an expiring message answer (for redelivery), and no ledger is made. An account request's answer
+    and its owner index are kept, as rules §8.7 requires of every answered request_id."""
+    harness = RedisHarness(redis_store, policies)
+    await harness.send([raw(f) for f in NANCHANG_FACILITIES])
+    answers = await harness.send(
+        [raw(claim(f"C{n}", f"NOBODY-{n}", "NC-H3", "2023-03-01", [line("1", 100)])) for n in range(50)]
+        + [raw(account("transfer_in", f"R{n}", f"NOBODY-{n}", amount_fen=5)) for n in range(50)]
+    )
+    assert {a["reasons"][0]["code"] for a in answers} == {"UNKNOWN_MEMBER"}
+    keys = [k.decode() async for k in redis_store.redis.scan_iter(count=1000)]
+    lasting = sorted([k for k in keys if await redis_store.redis.ttl(k) < 0])
+    assert not [k for k in lasting if k.endswith(":ledger")]
+    assert lasting == sorted(
+        [f"m:{{NOBODY-{n}}}:answer:R{n}" for n in range(50)] + [f"request-owner:R{n}" for n in range(50)]
+    )
+    assert len(keys) == 50 + 2 * 50  # plus the claims' expiring message answers

@@ -65,8 +65,8 @@ class Restored:
     member_id: str
     kind: str  # "settled" (a claim record), "reversed", "answer" (a request's stored answer) or "none"
     ident: str | None  # the claim id or request id
-    changes: int
-    ledger: Ledger
+    changes: int  # -1 when the event left the ledger as it was
+    ledger: Ledger | None
     record: ClaimRecord | None
     period: str | None
     event: Emitted

@@ -278,7 +278,7 @@ class Settler:
             return [emit(dead_letter(item.record.value, item.record.source, error))], False
         events, effect = decision.events, decision.effect
         if effect is not None:
-            ledger = (effect.ledger or view.ledger).one_change_later()
+            ledger = effect.ledger.one_change_later() if effect.ledger is not None else None
             if self.stamp_state:
                 events, effect = stamp_member_state(events, effect, ledger)
             if effect.claim is not None:
@@ -292,16 +292,21 @@ class Settler:
             if effect.period is not None:
                 plan.periods.append(effect.period)
             view.apply(Effect(ledger, effect.claim, effect.answer, effect.period))
-            plan.ledger = view.ledger
+            if ledger is not None:  # an answer alone (an account rejection) leaves the ledger be
+                plan.ledger = view.ledger
         return events, decision.kept
 
 
-def stamp_member_state(events: list[Emitted], effect: Effect, ledger: Ledger) -> tuple[list[Emitted], Effect]:
+def stamp_member_state(
+    events: list[Emitted], effect: Effect, ledger: Ledger | None
+) -> tuple[list[Emitted], Effect]:
     """The events with the member's state after them appended as `member_state` (contracts.outbound
     `MemberState`), and the effect keeping those very bytes: what `python -m worker rebuild` needs
     to restore the state from the outbound topics alone. Spliced into the serialised JSON (an event
     object always ends with `}`), so the event itself is not serialised again."""
-    state: dict[str, Any] = {"format": MEMBER_STATE_FORMAT, "ledger": ledger.to_flat()}
+    state: dict[str, Any] = {"format": MEMBER_STATE_FORMAT}
+    if ledger is not None:
+        state["ledger"] = ledger.to_flat()
     claim = effect.claim
     if claim is not None and claim.reversed is None:
         state["record"] = [

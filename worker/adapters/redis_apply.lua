@@ -36,8 +36,12 @@ for m = 1, members do
     status = tonumber(version) + 1
     if ledger ~= '' then
       redis.call('HSET', ledger_key, 'v', status, 'd', ledger)
-    else
+    elseif version ~= '0' then
       redis.call('HSET', ledger_key, 'v', status)
+    else
+      -- no state, and none to keep (e.g. a claim for a member id that does not exist): no ledger
+      -- key is made, so made-up ids leave nothing behind but their expiring message answers
+      status = 0
     end
     local first = k + n_index
     for i = 0, n_answers - 1 do

@@ -622,6 +622,6 @@ class RedisStore:
                 writes.append((("SET", request_owner_key(item.ident), item.member_id, "NX"), {}))
             if item.period is not None:
                 keys.append(period_marker_key(prefix, item.period))
-            ledger = encode_ledger(item.ledger)
+            ledger = encode_ledger(item.ledger) if item.ledger is not None else b""
             writes.append((("EVALSHA", sha, len(keys), *keys, item.kind, item.changes, ledger, value), {}))
         await self._write(writes)

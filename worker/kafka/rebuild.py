@@ -88,7 +88,7 @@ def restored(value: bytes) -> Restored | None:
     if not isinstance(state, dict) or state.get("format") != MEMBER_STATE_FORMAT:
         raise ValueError(f"{event.get('type')} {event.get('event_id')} has no member_state of format 1")
     member_id = event["member_id"]
-    ledger = Ledger.from_flat(state["ledger"])
+    ledger = Ledger.from_flat(state["ledger"]) if state.get("ledger") is not None else None
     record = None
     ident = event.get("claim_id") if kind in ("settled", "reversed") else event.get("request_id")
     if kind == "settled":
@@ -109,7 +109,7 @@ def restored(value: bytes) -> Restored | None:
         member_id,
         kind,
         ident,
-        ledger.changes,
+        ledger.changes if ledger is not None else -1,
         ledger,
         record,
         state.get("period"),
