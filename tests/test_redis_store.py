@@ -23,6 +23,7 @@ from worker.adapters.redis_store import (
     decode_record,
     encode_ledger,
     encode_record,
+    encode_record_v2,
     member_key,
     source_key,
 )
@@ -289,10 +290,54 @@ def test_claim_records_of_the_first_format_are_read_with_an_unknown_facility() -
     record = decode_record("C1", old)
     assert (record.member_id, record.fund_pay, record.cap_fen, record.facility_id) == ("M", 20, 180000, None)
     assert record.settled.data == settled and record.reversed is None
-    assert encode_record(record).startswith(b"[2,")  # written back in the current format
-    future = orjson.dumps([3, "M", "fp", 2023, [1, 2, 3, 4, 1], 10, 20, None, "H1"]) + b"\n" + settled
-    with pytest.raises(ValueError, match="unknown format 3"):
+    assert encode_record(record).startswith(b"\x03")  # written back in the current format
+    assert decode_record("C1", encode_record(record)) == record
+    future = orjson.dumps([4, "M", "fp", 2023, [1, 2, 3, 4, 1], 10, 20, None, "H1"]) + b"\n" + settled
+    with pytest.raises(ValueError, match="unknown format 4"):
         decode_record("C1", future)
+    with pytest.raises(ValueError, match="unknown format b'"):
+        decode_record("C1", b"\x05" + future)
+    with pytest.raises(ValueError, match="unknown format"):
+        decode_ledger(orjson.dumps([3, 0, 0, False, None, False, 0]))
+
+
+async def test_state_written_in_the_old_formats_is_read_and_upgraded(
+    redis_store: RedisStore, policies: PolicyBook
+) -> None:
+    """A member whose ledger (format 1), claim record (format 2) and request answer (no format
+    marker) were written by an earlier worker: duplicates and a reversal are answered from them, and
+    what is written back is in the current formats."""
+    harness = RedisHarness(redis_store, policies)
+    await harness.send([*(raw(f) for f in NANCHANG_FACILITIES), raw(member("M", "nanchang"))])
+    first = await harness.send(
+        [
+            raw(claim("C1", "M", "NC-H3", "2023-03-01", [line("1", 90000)])),
+            raw(account("transfer_in", "R1", "M", amount_fen=5000)),
+        ]
+    )
+    redis = redis_store.redis
+    prefix = member_key("M", "")
+    ledger = decode_ledger(await redis.hget(prefix + "ledger", "d"))
+    record = decode_record("C1", await redis.get(prefix + "claim:C1"))
+    answer = await redis.get(prefix + "answer:R1")
+    old_ledger = orjson.dumps(ledger.to_flat()[1:])  # format 1: no version, no change count
+    await redis.hset(prefix + "ledger", "d", old_ledger)
+    await redis.set(prefix + "claim:C1", encode_record_v2(record))
+    await redis.set(prefix + "answer:R1", answer.removeprefix(b"v2\n"))
+
+    again = await harness.send(
+        [
+            raw(claim("C1", "M", "NC-H3", "2023-03-01", [line("1", 90000)])),
+            raw(account("transfer_in", "R1", "M", amount_fen=5000)),
+        ]
+    )
+    assert again == first  # the stored answers, byte for byte
+    reversed_ = await harness.send([raw(reversal("C1", "M"))])
+    assert reversed_[0]["type"] == "claim.reversed" and reversed_[0]["account_pay_fen"] == record.account_pay
+    assert (await redis.hget(prefix + "ledger", "d")).startswith(b"[2,")
+    upgraded = await redis.get(prefix + "claim:C1")
+    assert upgraded.startswith(b"\x03") and decode_record("C1", upgraded).reversed is not None
+    # a request's stored answer is written once and never changes: it stays in format 1, read as such
 
 
 async def test_messages_for_members_that_do_not_exist_leave_no_lasting_keys(

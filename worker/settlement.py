@@ -33,7 +33,7 @@ from contracts.inbound import (
     MemberProfile,
 )
 from contracts.outbound import MEMBER_STATE_FORMAT
-from contracts.wire import Emitted, emit
+from contracts.wire import Emitted, emit, without_member_state
 from worker.adapters.redis_store import message_digest
 from worker.domain.accounts import period_key
 from worker.domain.engine import Context, decide
@@ -301,15 +301,20 @@ def stamp_member_state(
     events: list[Emitted], effect: Effect, ledger: Ledger | None
 ) -> tuple[list[Emitted], Effect]:
     """The events with the member's state after them appended as `member_state` (contracts.outbound
-    `MemberState`), and the effect keeping those very bytes: what `python -m worker rebuild` needs
-    to restore the state from the outbound topics alone. Spliced into the serialised JSON (an event
-    object always ends with `}`), so the event itself is not serialised again."""
+    `MemberState`): what `python -m worker rebuild` needs to restore the state from the outbound
+    topics alone. Spliced into the serialised JSON (an event object always ends with `}`), so the
+    event itself is not serialised again.
+
+    The effect keeps the answer a repeated request gets: the same event with the same facts, but a
+    claim record's copy leaves the ledger out (it would be stale when repeated, and it is the part
+    of a record that compresses worst: a claim record is kept for years)."""
     state: dict[str, Any] = {"format": MEMBER_STATE_FORMAT}
     if ledger is not None:
         state["ledger"] = ledger.to_flat()
     claim = effect.claim
+    kept: dict[str, Any] = {"format": MEMBER_STATE_FORMAT}
     if claim is not None and claim.reversed is None:
-        state["record"] = [
+        kept["record"] = state["record"] = [
             claim.fingerprint,
             claim.year,
             claim.delta.to_list(),
@@ -322,16 +327,24 @@ def stamp_member_state(
         state["period"] = effect.period
     suffix = b',"member_state":' + orjson.dumps(state) + b"}"
     stamped = [Emitted(e.type, e.data[:-1] + suffix) for e in events]
-    by_original = {id(e): s for e, s in zip(events, stamped, strict=True)}
     if claim is not None:
         if claim.reversed is not None:
-            claim = dataclasses.replace(claim, reversed=by_original.get(id(claim.reversed), claim.reversed))
+            claim = dataclasses.replace(claim, reversed=kept_copy(claim.reversed, kept))
         else:
-            claim = dataclasses.replace(claim, settled=by_original.get(id(claim.settled), claim.settled))
+            claim = dataclasses.replace(claim, settled=kept_copy(claim.settled, kept))
     answer = effect.answer
     if answer is not None:
+        by_original = {id(e): s for e, s in zip(events, stamped, strict=True)}
         answer = (answer[0], by_original.get(id(answer[1]), answer[1]))
     return stamped, Effect(effect.ledger, claim, answer, effect.period)
+
+
+def kept_copy(event: Emitted, kept: dict[str, Any]) -> Emitted:
+    """The copy of a published event that a claim record keeps: `member_state` reduced to `kept`
+    (see `stamp_member_state`; a rebuild makes the same copy from the published event)."""
+    return Emitted(
+        event.type, without_member_state(event.data)[:-1] + b',"member_state":' + orjson.dumps(kept) + b"}"
+    )
 
 
 def _held(hold: Hold, member_id: str) -> bool:

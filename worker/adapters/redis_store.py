@@ -22,7 +22,9 @@ written with SET NX before the member's state (contracts.md §Delivery semantics
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
@@ -34,7 +36,7 @@ from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError
 
 from contracts.inbound import MemberProfile
-from contracts.wire import Emitted
+from contracts.wire import MEMBER_STATE_KEY, Emitted
 from worker.adapters.redis_durability import Durability, check
 from worker.domain.state import Accumulators, ClaimRecord, Ledger, MemberView
 from worker.intake import Source
@@ -104,17 +106,20 @@ def decode_ledger(raw: bytes) -> Ledger:
     return Ledger.from_flat(flat[1:])
 
 
-RECORD_FORMAT = 2
-"""Format version of stored claim records: 2 adds the settling facility. A version-1 header (no
-version number; it starts with the member id) is read with an unknown facility."""
+RECORD_FORMAT = 3
+"""Format version of stored claim records. 3: the format-2 text (a JSON header line, the settled and
+reversed events' bytes) deflated with a preset dictionary (`record_dict_1.txt`, part of the format),
+after a 0x03 byte — ~1,300 bytes become ~200. 2: the text as is, the header adds the settling
+facility. 1: a header without version (it starts with the member id), read with an unknown facility."""
+_RECORD_DICT = resources.files("worker.adapters").joinpath("record_dict_1.txt").read_bytes()
+_WBITS = -13  # raw deflate, an 8 KiB window: the dictionary and a record fit in it
+_DEFLATE = zlib.compressobj(6, zlib.DEFLATED, _WBITS, 8, zlib.Z_DEFAULT_STRATEGY, zdict=_RECORD_DICT)
 
 
-def encode_record(record: ClaimRecord) -> bytes:
-    """A claim record as a JSON header line followed by its answers' bytes, one per line, as they
-    went out (compact JSON holds no raw newline), so they are neither escaped nor re-encoded."""
+def _record_text(record: ClaimRecord, version: int) -> bytes:
     header = orjson.dumps(
         [
-            RECORD_FORMAT,
+            version,
             record.member_id,
             record.fingerprint,
             record.year,
@@ -131,12 +136,48 @@ def encode_record(record: ClaimRecord) -> bytes:
     return b"\n".join(parts)
 
 
+def encode_record(record: ClaimRecord) -> bytes:
+    """A claim record in format 3 (see `RECORD_FORMAT`); the events' bytes are kept as they went
+    out (compact JSON holds no raw newline), so a repeated answer is byte for byte the first. When
+    the settled event carries the record's facts (`member_state.record`, as the worker publishes
+    it), the header line is left out: they are read from there."""
+    if _carries_record(record):
+        text = b"\n".join([record.settled.data] + ([record.reversed.data] if record.reversed else []))
+    else:
+        text = _record_text(record, 3)
+    deflate = _DEFLATE.copy()  # a copy of the primed compressor: the dictionary is loaded once
+    return b"\x03" + deflate.compress(text) + deflate.flush()
+
+
+def _carries_record(record: ClaimRecord) -> bool:
+    at = record.settled.data.rfind(MEMBER_STATE_KEY)
+    return at >= 0 and b'"record":[' in record.settled.data[at:]
+
+
+def encode_record_v2(record: ClaimRecord) -> bytes:
+    """Format 2, as earlier workers wrote it (for the upgrade tests)."""
+    return _record_text(record, 2)
+
+
 def decode_record(claim_id: str, raw: bytes) -> ClaimRecord:
-    header, settled, *reversed_ = raw.split(b"\n")
-    fields = orjson.loads(header)
-    if isinstance(fields[0], str):  # format 1
+    if raw[:1] == b"\x03":
+        inflate = zlib.decompressobj(_WBITS, zdict=_RECORD_DICT)
+        raw = inflate.decompress(raw[1:]) + inflate.flush()
+        expected = 3
+    elif raw[:1] == b"[":
+        expected = 2
+    else:
+        raise ValueError(f"claim record {claim_id} has unknown format {raw[:1]!r}; upgrade the worker")
+    if expected == 3 and raw[:1] == b"{":  # no header: the facts are in the settled event
+        settled, *reversed_ = raw.split(b"\n")
+        event = orjson.loads(settled)
+        fields = [3, event["member_id"], *event["member_state"]["record"]]
+    else:
+        header, settled, *reversed_ = raw.split(b"\n")
+        fields = orjson.loads(header)
+    if isinstance(fields[0], str) and expected == 2:  # format 1
         fields = [1, *fields, None]
-    if fields[0] != RECORD_FORMAT and fields[0] != 1:
+    if fields[0] not in ((1, 2) if expected == 2 else (3,)):
         raise ValueError(f"claim record {claim_id} has unknown format {fields[0]!r}; upgrade the worker")
     _, member_id, content, year, delta, account_pay, fund_pay, cap, facility_id = fields
     return ClaimRecord(
@@ -599,29 +640,45 @@ class RedisStore:
         return deleted
 
     async def restore(self, items: Sequence[Restored]) -> None:
-        """Write what a batch of outbound events says of their members' state (redis_restore.lua),
-        and the global owner index of each claim and request id, in one round trip per node."""
+        """Write what a batch of outbound events says of their members' state: ledgers, request
+        answers and periods through redis_restore.lua; claim records (a reversal read, changed and
+        written back: records are compressed) and the owner indexes with plain commands; one round
+        trip per node. Batches must be written in order (a reversal may follow its settlement)."""
+        reversal_ids = [(i.member_id, i.ident) for i in items if i.kind == "reversed" and i.ident]
+        stored: dict[str, ClaimRecord] = {}
+        if reversal_ids:
+            calls: list[Call] = [("get", (record_key(member_key(m, ""), c),), {}) for m, c in reversal_ids]
+            for (_, claim_id), value in zip(reversal_ids, await self._batch(calls), strict=True):
+                if value:
+                    stored[claim_id] = decode_record(claim_id, value)
+        records: dict[str, tuple[ClaimRecord, bool]] = {}  # claim id → (record, overwrite)
         writes: list[Write] = []
         sha = self._sha["restore"]
         for item in items:
             prefix = member_key(item.member_id, "")
             ledger_key = prefix + "ledger"
             keys = [ledger_key, ledger_key]
-            value: bytes = b""
-            if item.kind in ("settled", "reversed") and item.ident is not None:
-                keys[1] = record_key(prefix, item.ident)
-                if item.kind == "settled":
-                    assert item.record is not None
-                    value = encode_record(item.record)
-                    writes.append((("SET", claim_owner_key(item.ident), item.member_id, "NX"), {}))
-                else:
-                    value = item.event.data
+            answer = b""
+            if item.kind == "settled" and item.ident and item.record is not None:
+                if item.ident not in records and item.ident not in stored:
+                    records[item.ident] = (item.record, False)
+                writes.append((("SET", claim_owner_key(item.ident), item.member_id, "NX"), {}))
+            elif item.kind == "reversed" and item.ident:
+                known = records.get(item.ident)
+                record = known[0] if known else stored.get(item.ident)
+                if record is not None and record.reversed is None:
+                    record = dataclasses.replace(record, reversed=item.event)
+                    records[item.ident] = (record, known[1] if known else True)
             elif item.kind == "answer" and item.ident is not None:
                 keys[1] = answer_key(prefix, item.ident)
-                value = stored_answer([item.event])
+                answer = stored_answer([item.event])
                 writes.append((("SET", request_owner_key(item.ident), item.member_id, "NX"), {}))
             if item.period is not None:
                 keys.append(period_marker_key(prefix, item.period))
             ledger = encode_ledger(item.ledger) if item.ledger is not None else b""
-            writes.append((("EVALSHA", sha, len(keys), *keys, item.kind, item.changes, ledger, value), {}))
+            writes.append((("EVALSHA", sha, len(keys), *keys, item.changes, ledger, answer), {}))
+        for claim_id, (record, overwrite) in records.items():
+            key = record_key(member_key(record.member_id, ""), claim_id)
+            value = encode_record(record)
+            writes.append((("SET", key, value) if overwrite else ("SET", key, value, "NX"), {}))
         await self._write(writes)

@@ -37,6 +37,7 @@ from worker.kafka.marking import committed_offsets
 from worker.marker import consumed_field
 from worker.ports import Restored
 from worker.settings import Settings
+from worker.settlement import kept_copy
 
 log = logging.getLogger("worker.rebuild")
 _KINDS = {
@@ -91,6 +92,7 @@ def restored(value: bytes) -> Restored | None:
     ledger = Ledger.from_flat(state["ledger"]) if state.get("ledger") is not None else None
     record = None
     ident = event.get("claim_id") if kind in ("settled", "reversed") else event.get("request_id")
+    published = Emitted(event["type"], value)
     if kind == "settled":
         fingerprint, year, delta, account_pay, fund_pay, cap, facility = state["record"]
         record = ClaimRecord(
@@ -103,7 +105,7 @@ def restored(value: bytes) -> Restored | None:
             fund_pay,
             cap,
             facility,
-            Emitted("claim.settled", value),
+            kept_copy(published, {"format": MEMBER_STATE_FORMAT, "record": state["record"]}),
         )
     return Restored(
         member_id,
@@ -113,7 +115,7 @@ def restored(value: bytes) -> Restored | None:
         ledger,
         record,
         state.get("period"),
-        Emitted(event["type"], value),
+        kept_copy(published, {"format": MEMBER_STATE_FORMAT}) if kind == "reversed" else published,
     )
 
 
