@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration check-examples schemas bench bench-replay bench-settle bench-gateway clean
+.PHONY: demo test lint typecheck unit integration check-examples schemas bench bench-replay bench-settle bench-gateway bench-memory bench-rebuild bench-ready fuzz-long clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,18 @@ bench: $(STAMP)
 
 bench-gateway: $(STAMP)
 	$(PY) -m worker.bench.gateway_bench
+
+bench-memory: $(STAMP)
+	$(PY) -m worker.bench.state_bench memory
+
+bench-rebuild: $(STAMP)
+	$(PY) -m worker.bench.state_bench rebuild
+
+bench-ready: $(STAMP)
+	$(PY) -m worker.bench.state_bench ready
+
+fuzz-long: $(STAMP)
+	$(PY) -m tests.fuzzing --messages 100000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .demo .bench

@@ -217,7 +217,7 @@ async def fuzz_through_kafka(world: Cluster, count: int, seed: int, oversize: fl
         await producer.flush()
     finally:
         await producer.stop()
-    got = await _answers(world, sum(len(e) for e in expected), 60 + count / 500)
+    got = await _answers(world, sum(len(e) for e in expected), 120 + count / 100, progress=count > 10_000)
     assert worker.process is not None and worker.process.poll() is None, "the worker stopped"
     seen: Counter[str] = Counter()
     for n, want in enumerate(expected):
@@ -234,7 +234,9 @@ async def fuzz_through_kafka(world: Cluster, count: int, seed: int, oversize: fl
     return seen
 
 
-async def _answers(world: Cluster, count: int, wait_seconds: float) -> dict[int, list[str]]:
+async def _answers(
+    world: Cluster, count: int, wait_seconds: float, progress: bool = False
+) -> dict[int, list[str]]:
     consumer = AIOKafkaConsumer(
         *output_topics(world.settings),
         bootstrap_servers=world.bootstrap,
@@ -248,6 +250,7 @@ async def _answers(world: Cluster, count: int, wait_seconds: float) -> dict[int,
     total = 0
     deadline = time.monotonic() + wait_seconds
     quiet_until = None
+    shown = time.monotonic()
     try:
         while time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
@@ -257,6 +260,9 @@ async def _answers(world: Cluster, count: int, wait_seconds: float) -> dict[int,
                     assert header is not None, f"an answer without correlation_id: {record.value[:200]!r}"
                     out.setdefault(int(header), []).append(_normal(orjson.loads(record.value)))
                     total += 1
+            if progress and time.monotonic() > shown + 10:
+                shown = time.monotonic()
+                print(f"fuzz: {total:,} of {count:,} answers", file=sys.stderr, flush=True)
             if total >= count:  # then a little longer: a duplicate answer would show
                 quiet_until = quiet_until or time.monotonic() + 2
                 if time.monotonic() > quiet_until:
@@ -278,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         broker, redis = start_broker(), start_redis(use_env=False)
         try:
             folder = Path(tempfile.mkdtemp(prefix="fuzz-"))
+            print(f"fuzz: worker logs in {folder}", file=sys.stderr, flush=True)
             world = await fresh_world(broker.bootstrap_servers, redis.url, f"fuzz{int(time.time())}", folder)
             try:
                 return await fuzz_through_kafka(world, args.messages, args.seed)

@@ -48,7 +48,7 @@ def test_every_malformed_line_gets_exactly_one_answer() -> None:
 async def test_malformed_messages_through_kafka_are_answered_as_replay_answers_them(
     broker: Broker, redis_service: RedisService, tmp_path: Path
 ) -> None:
-    world = await fresh_world(broker.bootstrap_servers, redis_service.url, f"fz{next(_counter)}", tmp_path)
+    world = await fresh_world(broker.bootstrap_servers, redis_service.url, f"kfuzz{next(_counter)}", tmp_path)
     try:
         seen = await fuzz_through_kafka(world, 3000, seed=7, oversize=0.005)
     finally:

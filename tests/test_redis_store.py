@@ -219,6 +219,44 @@ async def test_overlapping_settlements_keep_each_members_order(
     assert await _ledgers(redis_store, 12) == expected_ledgers
 
 
+async def test_a_batch_decided_in_two_phases_does_not_deadlock_with_the_next(
+    redis_store: RedisStore, policies: PolicyBook
+) -> None:
+    """A batch whose member names another member's claim is decided in two phases; a batch settled
+    meanwhile that shares members with both phases must neither overtake it nor wait for it in a
+    circle (found by the Kafka fuzz run: the worker stalled)."""
+    harness = RedisHarness(redis_store, policies)
+    await harness.send(
+        [raw(f) for f in NANCHANG_FACILITIES] + [raw(member(m, "nanchang")) for m in ("M1", "M2")]
+    )
+    visit = claim("C1", "M1", "NC-H3", "2023-03-01", [line("1", 30000)])
+    first = [
+        Record(Source("claims", 0, 0), b"M1", raw(visit)),
+        Record(Source("claims", 0, 1), b"M2", raw(reversal("C1", "M2"))),  # second phase: after M1's
+    ]
+    second = [
+        Record(
+            Source("claims", 1, 0), b"M2", raw(claim("C2", "M2", "NC-H3", "2023-03-02", [line("1", 100)]))
+        ),
+        Record(Source("claims", 1, 1), b"M1", raw(reversal("C1", "M1"))),
+    ]
+    settler = harness.settler
+
+    async def settle(batch: list[Record]) -> list[Outgoing]:
+        hold = Hold()
+        try:
+            return await settler.settle(batch, NOW, hold)
+        finally:
+            settler.release(hold)
+
+    one = asyncio.ensure_future(settle(first))
+    await asyncio.sleep(0)  # the first batch is reading its first phase when the second one starts
+    two = asyncio.ensure_future(settle(second))
+    answers = await asyncio.wait_for(asyncio.gather(one, two), 20)
+    kinds = [[orjson.loads(o.event.data)["type"] for o in batch] for batch in answers]
+    assert kinds == [["claim.settled", "claim.rejected"], ["claim.settled", "claim.reversed"]]
+
+
 class _FailingFirstSave(RedisStore):
     """The real store, whose first write fails as if Redis had dropped the connection."""
 

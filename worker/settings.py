@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     """How long a poll waits to fill a batch."""
     fetch_max_wait_ms: int = Field(20, ge=0)
     """How long the broker may hold a fetch for more data (Kafka's default 500 ms adds latency)."""
+    fetch_max_partition_bytes: int = Field(4 << 20, ge=1 << 20)
+    """Most bytes fetched from one partition at a time: above the largest message the broker accepts
+    (an oversize message must be fetched to be dead-lettered; a broker that does not return an
+    oversize first batch whole would otherwise hold the partition up)."""
     answer_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
     """How long each message's answer is kept for redelivery (well beyond any commit delay)."""
     retry_max_seconds: float = Field(30.0, gt=0)

@@ -33,7 +33,7 @@ from contracts.inbound import (
     MemberProfile,
 )
 from contracts.outbound import MEMBER_STATE_FORMAT
-from contracts.wire import Emitted, emit, without_member_state
+from contracts.wire import Emitted, emit
 from worker.adapters.redis_store import message_digest
 from worker.domain.accounts import period_key
 from worker.domain.engine import Context, decide
@@ -143,6 +143,7 @@ class Settler:
                 if isinstance(message, (ClaimSubmitted, ClaimReversalRequested)):
                     crossed = crossed or named.setdefault(message.claim_id, member_id) != member_id
         own = hold or Hold()
+        self._register(groups, own)  # every member at once, before any await (see `_register`)
         ctx = Context(self.policies, self.facilities, now)
         try:
             later = _after_other_members(groups) if crossed else set()
@@ -165,9 +166,12 @@ class Settler:
                 del self._holds[member_id]
         hold.released.set()
 
-    async def _settle_groups(
-        self, groups: dict[str, list[_Item]], hold: Hold, ctx: Context, answers: list[list[Outgoing]]
-    ) -> None:
+    def _register(self, groups: dict[str, list[_Item]], hold: Hold) -> None:
+        """Note, for each member of the batch, the unfinished settlement that holds it before this one,
+        and hold it. All of the batch's members at once, synchronously: a batch decided in two phases
+        (members naming another member's claim go second) that held its second phase's members only
+        later could find a newer settlement holding them, which may itself wait for this one — a
+        deadlock (found by fuzzing)."""
         for member_id in groups:
             if member_id not in hold.members:  # first attempt: note who holds the member before us
                 holder = self._holds.get(member_id)
@@ -175,6 +179,10 @@ class Settler:
                     hold.after[member_id] = holder
                 self._holds[member_id] = hold
                 hold.members.add(member_id)
+
+    async def _settle_groups(
+        self, groups: dict[str, list[_Item]], hold: Hold, ctx: Context, answers: list[list[Outgoing]]
+    ) -> None:
         held = {m: items for m, items in groups.items() if _held(hold, m)}
         pending = {m: items for m, items in groups.items() if m not in held}
         rounds = 0
@@ -301,20 +309,16 @@ def stamp_member_state(
     events: list[Emitted], effect: Effect, ledger: Ledger | None
 ) -> tuple[list[Emitted], Effect]:
     """The events with the member's state after them appended as `member_state` (contracts.outbound
-    `MemberState`): what `python -m worker rebuild` needs to restore the state from the outbound
+    `MemberState`), and the effect keeping those very bytes (a repeated request gets them again,
+    byte for byte): what `python -m worker rebuild` needs to restore the state from the outbound
     topics alone. Spliced into the serialised JSON (an event object always ends with `}`), so the
-    event itself is not serialised again.
-
-    The effect keeps the answer a repeated request gets: the same event with the same facts, but a
-    claim record's copy leaves the ledger out (it would be stale when repeated, and it is the part
-    of a record that compresses worst: a claim record is kept for years)."""
+    event itself is not serialised again."""
     state: dict[str, Any] = {"format": MEMBER_STATE_FORMAT}
     if ledger is not None:
         state["ledger"] = ledger.to_flat()
     claim = effect.claim
-    kept: dict[str, Any] = {"format": MEMBER_STATE_FORMAT}
     if claim is not None and claim.reversed is None:
-        kept["record"] = state["record"] = [
+        state["record"] = [
             claim.fingerprint,
             claim.year,
             claim.delta.to_list(),
@@ -327,24 +331,16 @@ def stamp_member_state(
         state["period"] = effect.period
     suffix = b',"member_state":' + orjson.dumps(state) + b"}"
     stamped = [Emitted(e.type, e.data[:-1] + suffix) for e in events]
+    by_original = {id(e): s for e, s in zip(events, stamped, strict=True)}
     if claim is not None:
         if claim.reversed is not None:
-            claim = dataclasses.replace(claim, reversed=kept_copy(claim.reversed, kept))
+            claim = dataclasses.replace(claim, reversed=by_original.get(id(claim.reversed), claim.reversed))
         else:
-            claim = dataclasses.replace(claim, settled=kept_copy(claim.settled, kept))
+            claim = dataclasses.replace(claim, settled=by_original.get(id(claim.settled), claim.settled))
     answer = effect.answer
     if answer is not None:
-        by_original = {id(e): s for e, s in zip(events, stamped, strict=True)}
         answer = (answer[0], by_original.get(id(answer[1]), answer[1]))
     return stamped, Effect(effect.ledger, claim, answer, effect.period)
-
-
-def kept_copy(event: Emitted, kept: dict[str, Any]) -> Emitted:
-    """The copy of a published event that a claim record keeps: `member_state` reduced to `kept`
-    (see `stamp_member_state`; a rebuild makes the same copy from the published event)."""
-    return Emitted(
-        event.type, without_member_state(event.data)[:-1] + b',"member_state":' + orjson.dumps(kept) + b"}"
-    )
 
 
 def _held(hold: Hold, member_id: str) -> bool:

@@ -1,9 +1,12 @@
-"""Benchmarks of the state's lifecycle (issue #10): `python -m worker.bench.state_bench rebuild|ready`.
+"""Benchmarks of the state (issue #10): `python -m worker.bench.state_bench rebuild|memory|ready`.
 
 `rebuild [--claims N]`: the outbound events of N claims (and a credit per member) are produced the
 way the worker makes them (replay's Settler with `member_state` stamped), published to
 `claims.settled` and `accounts.ledger`, and `python -m worker rebuild`'s code restores an empty Redis
 from them; reports events read per second (target >= 20,000).
+
+`memory [--claims N] [--members M]`: Redis bytes per settled claim and per member, settled the
+worker's way (target: <= 400 a claim inside the retention window).
 
 `ready [--profiles N]`: N member profiles on `members.profiles`; a first worker starts (reads them
 all), then a second worker joins the running deployment (catches up from the state marker); reports
@@ -28,15 +31,21 @@ from typing import Any
 
 import orjson
 
+from contracts.inbound import FacilityRegistered
 from worker.adapters.redis_client import connect
+from worker.adapters.redis_store import RedisStore
 from worker.bench import synthetic
 from worker.bench.kafka_bench import _settings
+from worker.clock import now_text
+from worker.domain.policy import load_policies
+from worker.intake import Source
 from worker.kafka.publisher import route
 from worker.kafka.rebuild import rebuild
 from worker.kafka.topics import ensure_topics
 from worker.local.kafka_io import WorkerProcess, produce, produce_lines
 from worker.local.services import start_broker, start_redis
 from worker.replay import Replayer
+from worker.settlement import Record, Settler
 
 
 async def _stamped_events(claims: int, members: int) -> list[bytes]:
@@ -93,6 +102,62 @@ async def bench_rebuild(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+async def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
+    """Redis bytes per claim and per member, settled the worker's way (Settler over RedisStore,
+    events stamped with `member_state`), measured as `used_memory` growth."""
+    redis = start_redis(use_env=False)
+    try:
+        client = connect(redis.url, cluster=False)
+        store = RedisStore(client, 3600)
+        await store.load_scripts()
+        facilities: dict[str, FacilityRegistered] = {}
+        settler = Settler(store, load_policies(), facilities, stamp_state=True)
+        for message in synthetic.facilities():
+            facilities[message["facility_id"]] = FacilityRegistered.model_validate(message)
+        base = await _used(client)
+        profiles = synthetic.encode(synthetic.members(args.members))
+        await store.put_profiles([(orjson.loads(p)["member_id"], n, p) for n, p in enumerate(profiles)])
+        with_profiles = await _used(client)
+        offset = 0
+
+        async def settle(lines: list[bytes]) -> list[dict[str, Any]]:
+            nonlocal offset
+            out = []
+            for start in range(0, len(lines), 1000):
+                chunk = lines[start : start + 1000]
+                records = [Record(Source("bench", 0, offset + n), None, x) for n, x in enumerate(chunk)]
+                offset += len(chunk)
+                out += [orjson.loads(o.event.data) for o in await settler.settle(records, now_text())]
+            return out
+
+        await settle(synthetic.encode(synthetic.contributions(args.members)))
+        with_ledgers = await _used(client)
+        answers = await settle(synthetic.encode(synthetic.claims(args.claims, args.members)))
+        after = await _used(client)
+        settled = sum(1 for a in answers if a["type"] == "claim.settled")
+        per_claim = (after - with_ledgers) / settled
+        per_member = (with_ledgers - base) / args.members
+        print(
+            f"{settled:,} claims settled for {args.members:,} members: {per_claim:,.0f} Redis bytes a claim; "
+            f"{per_member:,.0f} bytes a member (profile {(with_profiles - base) / args.members:,.0f}, "
+            f"ledger and credit answer {(with_ledgers - with_profiles) / args.members:,.0f})"
+        )
+        await client.aclose()
+        return {
+            "benchmark": "memory",
+            "claims": settled,
+            "members": args.members,
+            "bytes_per_claim": round(per_claim),
+            "bytes_per_member": round(per_member),
+        }
+    finally:
+        redis.close()
+
+
+async def _used(client: Any) -> int:
+    return int((await client.info("memory"))["used_memory"])
+
+
 def _seconds_to_ready(worker: WorkerProcess, limit: float) -> float:
     started = time.monotonic()
     worker.start(wait_ready=0)
@@ -143,12 +208,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="which", required=True)
     one = sub.add_parser("rebuild")
     one.add_argument("--claims", type=int, default=200_000)
+    three = sub.add_parser("memory")
+    three.add_argument("--claims", type=int, default=100_000)
+    three.add_argument("--members", type=int, default=10_000)
     two = sub.add_parser("ready")
     two.add_argument("--profiles", type=int, default=1_000_000)
     two.add_argument("--limit", type=float, default=900)
     args = parser.parse_args(argv)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    result = asyncio.run(bench_rebuild(args) if args.which == "rebuild" else bench_ready(args))
+    runs = {"rebuild": bench_rebuild, "ready": bench_ready, "memory": bench_memory}
+    result = asyncio.run(runs[args.which](args))
     print(json.dumps(result))
     return 0
 

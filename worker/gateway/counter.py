@@ -128,7 +128,7 @@ class Counter:
         if event.type != "claim.settled":
             return _event(422, event)
         if decision.repeated:  # settled before with the same content: the stored settlement
-            return _event(200, event)
+            return Answer(200, without_member_state(event.data))
         presettled: dict[str, Any] = orjson.loads(event.data)
         del presettled["event_id"], presettled["settled_at"]
         presettled["type"] = "claim.presettled"

@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
         batch_timeout_ms=settings.batch_timeout_ms,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        max_partition_fetch_bytes=settings.fetch_max_partition_bytes,
         ack_policy=AckPolicy.MANUAL,  # no auto-commit, no per-message ack: the handler commits offsets
         listener=CommitOnRevoke(handler, settings.graceful_timeout_seconds),
         parser=_records_only,

@@ -37,7 +37,6 @@ from worker.kafka.marking import committed_offsets
 from worker.marker import consumed_field
 from worker.ports import Restored
 from worker.settings import Settings
-from worker.settlement import kept_copy
 
 log = logging.getLogger("worker.rebuild")
 _KINDS = {
@@ -105,7 +104,7 @@ def restored(value: bytes) -> Restored | None:
             fund_pay,
             cap,
             facility,
-            kept_copy(published, {"format": MEMBER_STATE_FORMAT, "record": state["record"]}),
+            published,
         )
     return Restored(
         member_id,
@@ -115,7 +114,7 @@ def restored(value: bytes) -> Restored | None:
         ledger,
         record,
         state.get("period"),
-        kept_copy(published, {"format": MEMBER_STATE_FORMAT}) if kind == "reversed" else published,
+        published,
     )
 
 
