@@ -398,3 +398,45 @@ async def test_messages_for_members_that_do_not_exist_leave_no_lasting_keys(
         [f"m:{{NOBODY-{n}}}:answer:R{n}" for n in range(50)] + [f"request-owner:R{n}" for n in range(50)]
     )
     assert len(keys) == 50 + 2 * 50  # plus the claims' expiring message answers
+
+
+async def test_claims_past_the_retention_window_are_archived_and_never_settled_twice(
+    redis_store: RedisStore, policies: PolicyBook
+) -> None:
+    """Archiving keeps only the owner index (member, facility, year): a resubmission is still
+    refused, whatever its content; a reversal is CLAIM_ARCHIVED, after the facility and member
+    checks; a claim of a later year is left whole."""
+    harness = RedisHarness(redis_store, policies)
+    await harness.send(
+        [raw(f) for f in NANCHANG_FACILITIES] + [raw(member(m, "nanchang")) for m in ("M", "N")]
+    )
+    old = claim("C1", "M", "NC-H3", "2023-03-01", [line("1", 90000)])
+    recent = claim("C2", "M", "NC-H3", "2024-03-01", [line("1", 500)])
+    assert [a["type"] for a in await harness.send([raw(old), raw(recent)])] == ["claim.settled"] * 2
+
+    assert await redis_store.archive_claims(2024) == (2, 1)
+    assert await redis_store.redis.exists(member_key("M", "claim:C1")) == 0
+    assert await redis_store.archive_claims(2024) == (1, 0)  # idempotent
+    assert await redis_store.find_claim("C1") is None and await redis_store.find_claim("C2") is not None
+
+    answers = await harness.send(
+        [
+            raw(old),  # the same content: no stored answer left, and never settled again
+            raw(claim("C1", "M", "NC-H3", "2023-03-01", [line("1", 100)])),
+            raw(claim("C1", "N", "NC-H3", "2023-03-01", [line("1", 100)])),
+            raw({**reversal("C1", "M"), "facility_id": "NC-H1"}),
+            raw(reversal("C1", "N")),
+            raw(reversal("C1", "M")),
+            raw(reversal("C2", "M")),
+        ]
+    )
+    codes = [a["reasons"][0]["code"] if a["type"] == "claim.rejected" else a["type"] for a in answers]
+    assert codes == [
+        "DUPLICATE_CONFLICT",
+        "DUPLICATE_CONFLICT",
+        "DUPLICATE_CONFLICT",
+        "FACILITY_MISMATCH",
+        "MEMBER_MISMATCH",
+        "CLAIM_ARCHIVED",
+        "claim.reversed",
+    ]

@@ -1,5 +1,5 @@
 """Command line: `python -m worker replay [FILE]`, `run` (the Kafka worker), `rebuild` (the state in Redis
-from the outbound topics), `gateway` (the point-of-sale
+from the outbound topics), `compact` (archive claims past the retention window), `gateway` (the point-of-sale
 HTTP gateway; `gateway token FACILITY_ID` prints a token), `bench`."""
 
 from __future__ import annotations
@@ -31,6 +31,29 @@ def _rebuild(args: argparse.Namespace) -> int:
     from worker.kafka.rebuild import run_rebuild
 
     return run_rebuild()
+
+
+def _compact(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from worker.adapters.redis_client import connect
+    from worker.adapters.redis_store import RedisStore
+    from worker.clock import china_year
+    from worker.settings import Settings
+
+    settings = Settings()
+    before = china_year() - settings.claim_retention_years
+
+    async def run() -> tuple[int, int]:
+        store = RedisStore(connect(settings.redis_url, settings.redis_cluster), settings.answer_ttl_seconds)
+        try:
+            return await store.archive_claims(before)
+        finally:
+            await store.redis.aclose()
+
+    seen, archived = asyncio.run(run())
+    print(f"compact: {archived:,} of {seen:,} claim records archived (service years before {before})")
+    return 0
 
 
 def _gateway(args: argparse.Namespace) -> int:
@@ -71,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         help="restore the state in Redis from claims.settled and accounts.ledger (workers stopped)",
     )
     rebuild.set_defaults(func=_rebuild)
+    compact = sub.add_parser(
+        "compact",
+        help="archive claims past the retention window (WORKER_CLAIM_RETENTION_YEARS), workers running",
+    )
+    compact.set_defaults(func=_compact)
     gateway = sub.add_parser(
         "gateway",
         help="run the point-of-sale HTTP gateway, or `gateway token FACILITY_ID` to print an HS256 token",

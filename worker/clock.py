@@ -10,3 +10,8 @@ from contracts.types import CHINA_TZ
 def now_text() -> str:
     """The current time in UTC+08:00, second precision, as written into `*_at` fields."""
     return dt.datetime.now(CHINA_TZ).isoformat(timespec="seconds")
+
+
+def china_year() -> int:
+    """The current calendar year in UTC+08:00 (the retention window counts in service years)."""
+    return dt.datetime.now(CHINA_TZ).year

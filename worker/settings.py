@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     """Most bytes fetched from one partition at a time: above the largest message the broker accepts
     (an oversize message must be fetched to be dead-lettered; a broker that does not return an
     oversize first batch whole would otherwise hold the partition up)."""
+    claim_retention_years: int = Field(1, ge=0, le=50)
+    """The retention window: a claim stays fully reversible and duplicate-safe (the same answer again,
+    or `DUPLICATE_CONFLICT`) until the end of its service year + this many years; then
+    `python -m worker compact` archives it to its owner index (still never settled twice)."""
     answer_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
     """How long each message's answer is kept for redelivery (well beyond any commit delay)."""
     retry_max_seconds: float = Field(30.0, gt=0)

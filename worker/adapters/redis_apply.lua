@@ -24,8 +24,14 @@ for m = 1, members do
   else
     for i = k, k + n_index - 1 do
       local owner = redis.call('GET', KEYS[i])
-      if owner and owner ~= member then
-        status = -2
+      if owner then
+        local cut = string.find(owner, '\31', 1, true)  -- an archived claim: member US facility US year
+        if cut then
+          owner = string.sub(owner, 1, cut - 1)
+        end
+        if owner ~= member then
+          status = -2
+        end
       end
     end
   end

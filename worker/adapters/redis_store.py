@@ -59,6 +59,33 @@ def claim_owner_key(claim_id: str) -> str:
     return f"claim-owner:{claim_id}"
 
 
+def archived_owner(member_id: str, facility_id: str | None, year: int) -> bytes:
+    """The owner value that is all an archived claim keeps: `member US facility US year`."""
+    return f"{member_id}\x1f{facility_id or ''}\x1f{year}".encode()
+
+
+def archived_record(claim_id: str, owner: bytes) -> ClaimRecord:
+    member_id, facility_id, year = owner.decode().split("\x1f")
+    return ClaimRecord(
+        claim_id,
+        member_id,
+        "",
+        int(year),
+        Accumulators(),
+        0,
+        0,
+        None,
+        facility_id or None,
+        Emitted("claim.settled", b""),
+        archived=True,
+    )
+
+
+def owner_member(value: bytes) -> str:
+    """The member of an owner value (a member id, or an archived claim's stub)."""
+    return value.split(b"\x1f", 1)[0].decode()
+
+
 def request_owner_key(request_id: str) -> str:
     return f"request-owner:{request_id}"
 
@@ -435,8 +462,10 @@ class RedisStore:
             if value := row[at]:
                 claims[claim_id] = decode_record(claim_id, value)
             if owner := owners[at_owner]:
-                claim_owners[claim_id] = owner_id = owner.decode()
-                if owner_id != member_id:
+                claim_owners[claim_id] = owner_id = owner_member(owner)
+                if b"\x1f" in owner:  # archived: the owner value is all that is kept
+                    claims.setdefault(claim_id, archived_record(claim_id, owner))
+                elif owner_id != member_id:
                     foreign.append((member_id, claim_id, owner_id, True))
             at += 1
             at_owner += 1
@@ -510,7 +539,7 @@ class RedisStore:
             if index:
                 sets: list[Write] = [(("SET", key, mid, "NX", "GET"), {"get": True}) for mid, key in index]
                 for (member_id, _), previous in zip(index, await self._write(sets), strict=True):
-                    if previous is not None and previous.decode() != member_id:
+                    if previous is not None and owner_member(previous) != member_id:
                         conflicts.add(member_id)
         by_member = {p.member_id: p for p in plans if p.member_id not in conflicts}
         groups = self._groups(by_member)
@@ -557,7 +586,7 @@ class RedisStore:
 
     async def find_claim(self, claim_id: str) -> ClaimRecord | None:
         owner: bytes | None = await self.redis.get(claim_owner_key(claim_id))  # type: ignore[assignment]
-        if owner is None:
+        if owner is None or b"\x1f" in owner:  # never settled, or archived (nothing kept to show)
             return None
         value: bytes | None = await self.redis.get(  # type: ignore[assignment]
             record_key(member_key(owner.decode(), ""), claim_id)
@@ -682,3 +711,46 @@ class RedisStore:
             value = encode_record(record)
             writes.append((("SET", key, value) if overwrite else ("SET", key, value, "NX"), {}))
         await self._write(writes)
+
+    # ---------------------------------------------------------------- retention (python -m worker compact)
+
+    async def archive_claims(self, before_year: int, batch: int = 1000) -> tuple[int, int]:
+        """Archive every claim record of a service year before `before_year`: its owner index keeps
+        member, facility and year (a resubmission stays `DUPLICATE_CONFLICT`, a reversal is
+        `CLAIM_ARCHIVED`), the record itself goes. The owner values are written (and confirmed)
+        before any record is deleted, so an interruption never leaves a claim id that looks free.
+        Returns (records seen, records archived)."""
+        nodes: list[Any]
+        if self.cluster:
+            assert isinstance(self.redis, RedisCluster)
+            nodes = list(self.redis.get_primaries())
+        else:
+            nodes = [self.redis]
+        seen = archived = 0
+        for node in nodes:
+            cursor: Any = 0
+            while True:
+                cursor, keys = await node.execute_command(
+                    "SCAN", cursor, "MATCH", "m:{*}:claim:*", "COUNT", batch
+                )
+                if keys:
+                    values = await self._batch([("get", (key,), {}) for key in keys])
+                    stubs: list[Write] = []
+                    drops: list[Write] = []
+                    for key, value in zip(keys, values, strict=True):
+                        if not value:
+                            continue
+                        seen += 1
+                        claim_id = key.decode().split(":claim:", 1)[1]
+                        record = decode_record(claim_id, value)
+                        if record.year < before_year:
+                            owner = archived_owner(record.member_id, record.facility_id, record.year)
+                            stubs.append((("SET", claim_owner_key(claim_id), owner), {}))
+                            drops.append((("UNLINK", key), {}))
+                    if stubs:
+                        await self._write(stubs)
+                        await self._write(drops)
+                        archived += len(stubs)
+                if int(cursor) == 0:
+                    break
+        return seen, archived

@@ -142,12 +142,17 @@ async def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
             f"{per_member:,.0f} bytes a member (profile {(with_profiles - base) / args.members:,.0f}, "
             f"ledger and credit answer {(with_ledgers - with_profiles) / args.members:,.0f})"
         )
+        _, archived = await store.archive_claims(9999)  # as once the retention window has passed
+        compacted = await _used(client)
+        per_archived = (compacted - with_ledgers) / settled
+        print(f"after the retention window ({archived:,} archived): {per_archived:,.0f} Redis bytes a claim")
         await client.aclose()
         return {
             "benchmark": "memory",
             "claims": settled,
             "members": args.members,
             "bytes_per_claim": round(per_claim),
+            "bytes_per_archived_claim": round(per_archived),
             "bytes_per_member": round(per_member),
         }
     finally:

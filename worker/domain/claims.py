@@ -212,6 +212,17 @@ def settle(claim: ClaimSubmitted, view: MemberView, ctx: Context) -> Decision:
     owner = view.claim_owners.get(claim.claim_id)
     if owner is not None:  # §7.2: settled before (reversed or not)
         record = view.claims.get(claim.claim_id) if owner == claim.member_id else None
+        if record is not None and record.archived:
+            return _reject(
+                claim,
+                Rejection(
+                    Code.DUPLICATE_CONFLICT,
+                    f"claim {claim.claim_id} was settled for {record.year} and is past the retention "
+                    "window: it cannot be settled again",
+                    "claim_id",
+                ),
+                ctx,
+            )
         if record is not None and record.fingerprint == content:
             return Decision([record.settled], repeated=True)
         if owner != claim.member_id or record is not None:
@@ -319,6 +330,13 @@ def reverse(request: ClaimReversalRequested, view: MemberView, ctx: Context) -> 
     elif owner != request.member_id:
         error = Rejection(
             Code.MEMBER_MISMATCH, f"claim {claim_id} was settled for another member", "member_id"
+        )
+    elif record is not None and record.archived:
+        error = Rejection(
+            Code.CLAIM_ARCHIVED,
+            f"claim {claim_id} was settled for {record.year} and is past the retention window: "
+            "it can no longer be reversed",
+            "claim_id",
         )
     if error is not None:
         return _reject(request, error, ctx)

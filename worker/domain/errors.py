@@ -20,6 +20,8 @@ class Code(StrEnum):
     UNKNOWN_CLAIM = "UNKNOWN_CLAIM"
     MEMBER_MISMATCH = "MEMBER_MISMATCH"
     FACILITY_MISMATCH = "FACILITY_MISMATCH"
+    CLAIM_ARCHIVED = "CLAIM_ARCHIVED"
+    """An addition to the contract's codes: a reversal of a claim past the retention window."""
     # account request rejections (rules §8)
     NOT_ELIGIBLE = "NOT_ELIGIBLE"
     DUPLICATE_PERIOD = "DUPLICATE_PERIOD"

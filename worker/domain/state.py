@@ -147,6 +147,9 @@ class ClaimRecord:
     """The facility that settled the claim (None only in records kept before it was recorded)."""
     settled: Emitted
     reversed: Emitted | None = None
+    archived: bool = False
+    """Past the retention window: only the member, facility and year are kept (no events), so the
+    claim id can never be settled again and the claim is no longer reversed."""
 
 
 @dataclass(slots=True)

@@ -32,6 +32,7 @@ from contracts.wire import Emitted
 from worker.adapters.redis_client import connect
 from worker.adapters.redis_durability import Durability
 from worker.adapters.redis_store import RedisStore
+from worker.clock import china_year
 from worker.domain.state import Accumulators, ClaimRecord, Ledger
 from worker.kafka.marking import committed_offsets
 from worker.marker import consumed_field
@@ -145,6 +146,12 @@ async def rebuild(settings: Settings, batch: int = 5000) -> Progress:
                 f"{progress.unstamped} state-changing events carry no member_state (published by a worker "
                 "older than format 1): the state cannot be restored from the topics; no marker written"
             )
+        before = china_year() - settings.claim_retention_years
+        seen, archived = await store.archive_claims(before)
+        print(
+            f"rebuild: {archived:,} of {seen:,} claims archived (service years before {before})",
+            file=sys.stderr,
+        )
         epochs = {epoch for _, epoch in committed.values() if epoch}
         epoch = epochs.pop() if len(epochs) == 1 else uuid.uuid4().hex
         fields = {consumed_field(topic, p): offset for (topic, p), (offset, _) in committed.items()}
