@@ -681,13 +681,10 @@ class RedisStore:
                 if value:
                     stored[claim_id] = decode_record(claim_id, value)
         records: dict[str, tuple[ClaimRecord, bool]] = {}  # claim id → (record, overwrite)
+        ledgers: dict[str, tuple[int, Ledger]] = {}  # member → the batch's ledger with most changes
         writes: list[Write] = []
-        sha = self._sha["restore"]
         for item in items:
             prefix = member_key(item.member_id, "")
-            ledger_key = prefix + "ledger"
-            keys = [ledger_key, ledger_key]
-            answer = b""
             if item.kind == "settled" and item.ident and item.record is not None:
                 if item.ident not in records and item.ident not in stored:
                     records[item.ident] = (item.record, False)
@@ -699,13 +696,20 @@ class RedisStore:
                     record = dataclasses.replace(record, reversed=item.event)
                     records[item.ident] = (record, known[1] if known else True)
             elif item.kind == "answer" and item.ident is not None:
-                keys[1] = answer_key(prefix, item.ident)
-                answer = stored_answer([item.event])
+                writes.append(
+                    (("SET", answer_key(prefix, item.ident), stored_answer([item.event]), "NX"), {})
+                )
                 writes.append((("SET", request_owner_key(item.ident), item.member_id, "NX"), {}))
             if item.period is not None:
-                keys.append(period_marker_key(prefix, item.period))
-            ledger = encode_ledger(item.ledger) if item.ledger is not None else b""
-            writes.append((("EVALSHA", sha, len(keys), *keys, item.changes, ledger, answer), {}))
+                writes.append((("SET", period_marker_key(prefix, item.period), b"1"), {}))
+            if item.ledger is not None:
+                best = ledgers.get(item.member_id)
+                if best is None or item.changes > best[0]:
+                    ledgers[item.member_id] = (item.changes, item.ledger)
+        sha = self._sha["restore"]
+        for member_id, (changes, ledger) in ledgers.items():
+            key = member_key(member_id, "ledger")
+            writes.append((("EVALSHA", sha, 1, key, changes, encode_ledger(ledger)), {}))
         for claim_id, (record, overwrite) in records.items():
             key = record_key(member_key(record.member_id, ""), claim_id)
             value = encode_record(record)

@@ -62,6 +62,11 @@ class Progress:
     unstamped: int = 0
     started: float = 0.0
     shown: float = 0.0
+    finished: float = 0.0  # when the topics were read and written to the end
+
+    @property
+    def rate(self) -> float:
+        return self.read / max(self.finished - self.started, 1e-9)
 
     def show(self, final: bool = False) -> None:
         now = time.monotonic()
@@ -199,6 +204,7 @@ async def _restore_topics(
         progress.show()
     if writes is not None:
         await writes
+    progress.finished = time.monotonic()
     progress.show(final=True)
     return progress
 
