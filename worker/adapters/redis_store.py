@@ -682,13 +682,13 @@ class RedisStore:
                     stored[claim_id] = decode_record(claim_id, value)
         records: dict[str, tuple[ClaimRecord, bool]] = {}  # claim id → (record, overwrite)
         ledgers: dict[str, tuple[int, Ledger]] = {}  # member → the batch's ledger with most changes
-        writes: list[Write] = []
+        sets: list[tuple[str, str, bytes | str]] = []  # (op: n = if absent, s = always; key; value)
         for item in items:
             prefix = member_key(item.member_id, "")
             if item.kind == "settled" and item.ident and item.record is not None:
                 if item.ident not in records and item.ident not in stored:
                     records[item.ident] = (item.record, False)
-                writes.append((("SET", claim_owner_key(item.ident), item.member_id, "NX"), {}))
+                sets.append(("n", claim_owner_key(item.ident), item.member_id))
             elif item.kind == "reversed" and item.ident:
                 known = records.get(item.ident)
                 record = known[0] if known else stored.get(item.ident)
@@ -696,24 +696,35 @@ class RedisStore:
                     record = dataclasses.replace(record, reversed=item.event)
                     records[item.ident] = (record, known[1] if known else True)
             elif item.kind == "answer" and item.ident is not None:
-                writes.append(
-                    (("SET", answer_key(prefix, item.ident), stored_answer([item.event]), "NX"), {})
-                )
-                writes.append((("SET", request_owner_key(item.ident), item.member_id, "NX"), {}))
+                sets.append(("n", answer_key(prefix, item.ident), stored_answer([item.event])))
+                sets.append(("n", request_owner_key(item.ident), item.member_id))
             if item.period is not None:
-                writes.append((("SET", period_marker_key(prefix, item.period), b"1"), {}))
+                sets.append(("s", period_marker_key(prefix, item.period), b"1"))
             if item.ledger is not None:
                 best = ledgers.get(item.member_id)
                 if best is None or item.changes > best[0]:
                     ledgers[item.member_id] = (item.changes, item.ledger)
-        sha = self._sha["restore"]
-        for member_id, (changes, ledger) in ledgers.items():
-            key = member_key(member_id, "ledger")
-            writes.append((("EVALSHA", sha, 1, key, changes, encode_ledger(ledger)), {}))
         for claim_id, (record, overwrite) in records.items():
             key = record_key(member_key(record.member_id, ""), claim_id)
-            value = encode_record(record)
-            writes.append((("SET", key, value) if overwrite else ("SET", key, value, "NX"), {}))
+            sets.append(("s" if overwrite else "n", key, encode_record(record)))
+        sha = self._sha["restore"]
+        if not self.cluster:  # one script call: one reply for the whole batch
+            keys = [member_key(m, "ledger") for m in ledgers]
+            args: list[Any] = [len(ledgers)]
+            for changes, ledger in ledgers.values():
+                args += (changes, encode_ledger(ledger))
+            for op, key, value in sets:
+                keys.append(key)
+                args += (op, value)
+            await self._write([(("EVALSHA", sha, len(keys), *keys, *args), {})])
+            return
+        writes: list[Write] = [
+            (("EVALSHA", sha, 1, member_key(m, "ledger"), 1, changes, encode_ledger(ledger)), {})
+            for m, (changes, ledger) in ledgers.items()
+        ]
+        writes += [
+            (("SET", key, value, "NX") if op == "n" else ("SET", key, value), {}) for op, key, value in sets
+        ]
         await self._write(writes)
 
     # ---------------------------------------------------------------- retention (python -m worker compact)
