@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from contracts.wire import Emitted
 from worker.domain.state import ClaimRecord, Ledger, MemberView
@@ -66,7 +66,7 @@ class Restored:
     kind: str  # "settled" (a claim record), "reversed", "answer" (a request's stored answer) or "none"
     ident: str | None  # the claim id or request id
     changes: int  # -1 when the event left the ledger as it was
-    ledger: Ledger | None
+    ledger: list[Any] | None  # the ledger after the event (`Ledger.to_flat`), if it changed it
     record: ClaimRecord | None
     period: str | None
     event: Emitted

@@ -681,7 +681,7 @@ class RedisStore:
                 if value:
                     stored[claim_id] = decode_record(claim_id, value)
         records: dict[str, tuple[ClaimRecord, bool]] = {}  # claim id → (record, overwrite)
-        ledgers: dict[str, tuple[int, Ledger]] = {}  # member → the batch's ledger with most changes
+        ledgers: dict[str, tuple[int, list[Any]]] = {}  # member → the batch's ledger with most changes
         sets: list[tuple[str, str, bytes | str]] = []  # (op: n = if absent, s = always; key; value)
         for item in items:
             prefix = member_key(item.member_id, "")
@@ -711,16 +711,27 @@ class RedisStore:
         if not self.cluster:  # one script call: one reply for the whole batch
             keys = [member_key(m, "ledger") for m in ledgers]
             args: list[Any] = [len(ledgers)]
-            for changes, ledger in ledgers.values():
-                args += (changes, encode_ledger(ledger))
+            for changes, flat in ledgers.values():
+                args += (changes, orjson.dumps([LEDGER_FORMAT, *flat]))
             for op, key, value in sets:
                 keys.append(key)
                 args += (op, value)
             await self._write([(("EVALSHA", sha, len(keys), *keys, *args), {})])
             return
         writes: list[Write] = [
-            (("EVALSHA", sha, 1, member_key(m, "ledger"), 1, changes, encode_ledger(ledger)), {})
-            for m, (changes, ledger) in ledgers.items()
+            (
+                (
+                    "EVALSHA",
+                    sha,
+                    1,
+                    member_key(m, "ledger"),
+                    1,
+                    changes,
+                    orjson.dumps([LEDGER_FORMAT, *flat]),
+                ),
+                {},
+            )
+            for m, (changes, flat) in ledgers.items()
         ]
         writes += [
             (("SET", key, value, "NX") if op == "n" else ("SET", key, value), {}) for op, key, value in sets

@@ -33,7 +33,7 @@ from worker.adapters.redis_client import connect
 from worker.adapters.redis_durability import Durability
 from worker.adapters.redis_store import RedisStore
 from worker.clock import china_year
-from worker.domain.state import Accumulators, ClaimRecord, Ledger
+from worker.domain.state import Accumulators, ClaimRecord
 from worker.kafka.marking import committed_offsets
 from worker.marker import consumed_field
 from worker.ports import Restored
@@ -94,7 +94,7 @@ def restored(value: bytes) -> Restored | None:
     if not isinstance(state, dict) or state.get("format") != MEMBER_STATE_FORMAT:
         raise ValueError(f"{event.get('type')} {event.get('event_id')} has no member_state of format 1")
     member_id = event["member_id"]
-    ledger = Ledger.from_flat(state["ledger"]) if state.get("ledger") is not None else None
+    ledger = state.get("ledger")  # kept flat: only the member's newest is decoded, by Redis's reader
     record = None
     ident = event.get("claim_id") if kind in ("settled", "reversed") else event.get("request_id")
     published = Emitted(event["type"], value)
@@ -116,7 +116,7 @@ def restored(value: bytes) -> Restored | None:
         member_id,
         kind,
         ident,
-        ledger.changes if ledger is not None else -1,
+        ledger[0] if ledger is not None else -1,
         ledger,
         record,
         state.get("period"),
