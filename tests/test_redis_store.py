@@ -32,7 +32,7 @@ from worker.domain.policy import PolicyBook
 from worker.domain.state import Accumulators, ClaimRecord, Ledger
 from worker.intake import Source
 from worker.local.services import RedisService
-from worker.settlement import Hold, Outgoing, Record
+from worker.settlement import Hold, Outgoing, Record, Settler
 
 pytestmark = pytest.mark.integration
 NAMES = EXAMPLE_NAMES
@@ -191,6 +191,15 @@ async def _ledgers(store: RedisStore, members: int) -> list[bytes | None]:
     return [await store.redis.hget(member_key(synthetic.member_id(n), "ledger"), "d") for n in range(members)]
 
 
+async def _settle_held(settler: Settler, batch: list[Record]) -> list[Outgoing]:
+    """Settle as a worker's flight does: members held until the batch is done."""
+    hold = Hold()
+    try:
+        return await settler.settle(batch, NOW, hold)
+    finally:
+        settler.release(hold)
+
+
 async def test_overlapping_settlements_keep_each_members_order(
     redis_store: RedisStore, policies: PolicyBook
 ) -> None:
@@ -206,15 +215,7 @@ async def test_overlapping_settlements_keep_each_members_order(
     harness = RedisHarness(redis_store, policies)
     await harness.send(registry)
     settler = harness.settler
-
-    async def settle(batch: list[Record]) -> list[Outgoing]:
-        hold = Hold()
-        try:
-            return await settler.settle(batch, NOW, hold)
-        finally:
-            settler.release(hold)
-
-    concurrent = await asyncio.gather(*(settle(batch) for batch in batches))  # all in the air at once
+    concurrent = await asyncio.gather(*(_settle_held(settler, b) for b in batches))  # all in the air at once
     assert concurrent == sequential
     assert await _ledgers(redis_store, 12) == expected_ledgers
 
@@ -241,17 +242,9 @@ async def test_a_batch_decided_in_two_phases_does_not_deadlock_with_the_next(
         Record(Source("claims", 1, 1), b"M1", raw(reversal("C1", "M1"))),
     ]
     settler = harness.settler
-
-    async def settle(batch: list[Record]) -> list[Outgoing]:
-        hold = Hold()
-        try:
-            return await settler.settle(batch, NOW, hold)
-        finally:
-            settler.release(hold)
-
-    one = asyncio.ensure_future(settle(first))
+    one = asyncio.ensure_future(_settle_held(settler, first))
     await asyncio.sleep(0)  # the first batch is reading its first phase when the second one starts
-    two = asyncio.ensure_future(settle(second))
+    two = asyncio.ensure_future(_settle_held(settler, second))
     answers = await asyncio.wait_for(asyncio.gather(one, two), 20)
     kinds = [[orjson.loads(o.event.data)["type"] for o in batch] for batch in answers]
     assert kinds == [["claim.settled", "claim.rejected"], ["claim.settled", "claim.reversed"]]

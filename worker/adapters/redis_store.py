@@ -25,7 +25,7 @@ import asyncio
 import dataclasses
 import hashlib
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -649,24 +649,30 @@ class RedisStore:
         """Delete the marker first (running workers then stop at their next batch), then every key of
         member state, leaving other users' keys (the gateway's request log) alone. Returns how many."""
         await self._write([(("DEL", MARKER_KEY), {})])
-        nodes: list[Any]
+        deleted = 0
+        for pattern in self.STATE_PATTERNS:
+            async for keys in self._scan(pattern, 2000):
+                await self._write([(("UNLINK", key), {}) for key in keys])
+                deleted += len(keys)
+        return deleted
+
+    def _primaries(self) -> list[Any]:
+        """Every node that holds keys: the primaries of a cluster, or the one Redis."""
         if self.cluster:
             assert isinstance(self.redis, RedisCluster)
-            nodes = list(self.redis.get_primaries())
-        else:
-            nodes = [self.redis]
-        deleted = 0
-        for node in nodes:
-            for pattern in self.STATE_PATTERNS:
-                cursor: Any = 0
-                while True:
-                    cursor, keys = await node.execute_command("SCAN", cursor, "MATCH", pattern, "COUNT", 2000)
-                    if keys:
-                        await self._write([(("UNLINK", key), {}) for key in keys])
-                        deleted += len(keys)
-                    if int(cursor) == 0:
-                        break
-        return deleted
+            return list(self.redis.get_primaries())
+        return [self.redis]
+
+    async def _scan(self, pattern: str, count: int) -> AsyncIterator[list[bytes]]:
+        """The keys matching `pattern`, a SCAN page at a time, node by node."""
+        for node in self._primaries():
+            cursor: Any = 0
+            while True:
+                cursor, keys = await node.execute_command("SCAN", cursor, "MATCH", pattern, "COUNT", count)
+                if keys:
+                    yield keys
+                if int(cursor) == 0:
+                    break
 
     async def restore(self, items: Sequence[Restored]) -> None:
         """Write what a batch of outbound events says of their members' state: ledgers, request
@@ -746,37 +752,23 @@ class RedisStore:
         `CLAIM_ARCHIVED`), the record itself goes. The owner values are written (and confirmed)
         before any record is deleted, so an interruption never leaves a claim id that looks free.
         Returns (records seen, records archived)."""
-        nodes: list[Any]
-        if self.cluster:
-            assert isinstance(self.redis, RedisCluster)
-            nodes = list(self.redis.get_primaries())
-        else:
-            nodes = [self.redis]
         seen = archived = 0
-        for node in nodes:
-            cursor: Any = 0
-            while True:
-                cursor, keys = await node.execute_command(
-                    "SCAN", cursor, "MATCH", "m:{*}:claim:*", "COUNT", batch
-                )
-                if keys:
-                    values = await self._batch([("get", (key,), {}) for key in keys])
-                    stubs: list[Write] = []
-                    drops: list[Write] = []
-                    for key, value in zip(keys, values, strict=True):
-                        if not value:
-                            continue
-                        seen += 1
-                        claim_id = key.decode().split(":claim:", 1)[1]
-                        record = decode_record(claim_id, value)
-                        if record.year < before_year:
-                            owner = archived_owner(record.member_id, record.facility_id, record.year)
-                            stubs.append((("SET", claim_owner_key(claim_id), owner), {}))
-                            drops.append((("UNLINK", key), {}))
-                    if stubs:
-                        await self._write(stubs)
-                        await self._write(drops)
-                        archived += len(stubs)
-                if int(cursor) == 0:
-                    break
+        async for keys in self._scan("m:{*}:claim:*", batch):
+            values = await self._batch([("get", (key,), {}) for key in keys])
+            stubs: list[Write] = []
+            drops: list[Write] = []
+            for key, value in zip(keys, values, strict=True):
+                if not value:
+                    continue
+                seen += 1
+                claim_id = key.decode().split(":claim:", 1)[1]
+                record = decode_record(claim_id, value)
+                if record.year < before_year:
+                    owner = archived_owner(record.member_id, record.facility_id, record.year)
+                    stubs.append((("SET", claim_owner_key(claim_id), owner), {}))
+                    drops.append((("UNLINK", key), {}))
+            if stubs:
+                await self._write(stubs)
+                await self._write(drops)
+                archived += len(stubs)
         return seen, archived
