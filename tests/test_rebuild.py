@@ -113,6 +113,20 @@ def _rebuild(world: Cluster) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _rebuild_killed_after_its_wipe(world: Cluster) -> None:
+    interrupted = subprocess.Popen(
+        [sys.executable, "-m", "worker", "rebuild"],
+        env={**os.environ, **world.env, "WORKER_CLAIM_RETENTION_YEARS": "50"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert interrupted.stderr is not None
+    assert "keys of member state deleted" in interrupted.stderr.readline()
+    interrupted.kill()
+    interrupted.wait(30)
+    interrupted.stderr.close()
+
+
 async def _replayed(lines: list[bytes], settings: Settings) -> list[tuple[str, dict[str, Any]]]:
     """The uninterrupted run's answers: replay of the whole stream, routed to their topics."""
     sink = io.BytesIO()
@@ -139,7 +153,11 @@ async def test_rebuild_after_flushall_restores_the_state_and_the_answers(world: 
     refused = world.worker().start(wait_ready=0)
     assert refused.process is not None and refused.process.wait(60) == 2
 
-    done = _rebuild(world)
+    _rebuild_killed_after_its_wipe(world)  # no marker yet, so workers keep refusing
+    refused = world.worker().start(wait_ready=0)
+    assert refused.process is not None and refused.process.wait(60) == 2
+
+    done = _rebuild(world)  # simply run again
     assert done.returncode == 0, done.stderr[-3000:]
     assert "events/s" in done.stderr and "marker written" in done.stderr
 
