@@ -65,6 +65,12 @@ class Cluster:
     async def create_topics(self) -> None:
         await ensure_topics(self.settings)
 
+    def refused_start(self, **env: str) -> str:
+        """Start a worker that must refuse (exit status 2); its log."""
+        refused = self.worker(**env).start(wait_ready=0)
+        assert refused.process is not None and refused.process.wait(60) == 2
+        return refused.log_text()
+
     def worker(self, **env: str) -> WorkerProcess:
         process = WorkerProcess({**self.env, **env}, self.tmp / f"worker-{len(self.workers)}.log")
         self.workers.append(process)

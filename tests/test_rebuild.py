@@ -150,12 +150,10 @@ async def test_rebuild_after_flushall_restores_the_state_and_the_answers(world: 
     client = connect(world.settings.redis_url, cluster=False)
     await client.flushall()
     await client.aclose()
-    refused = world.worker().start(wait_ready=0)
-    assert refused.process is not None and refused.process.wait(60) == 2
+    world.refused_start()
 
     _rebuild_killed_after_its_wipe(world)  # no marker yet, so workers keep refusing
-    refused = world.worker().start(wait_ready=0)
-    assert refused.process is not None and refused.process.wait(60) == 2
+    world.refused_start()
 
     done = _rebuild(world)  # simply run again
     assert done.returncode == 0, done.stderr[-3000:]
@@ -213,9 +211,7 @@ async def test_redis_crash_losing_its_last_writes_is_noticed_and_rebuilt(
         assert "Redis lost the state" in worker.log_text()
         assert len(await world.outputs(answered + 1, 5)) == answered  # nothing answered on old state
 
-        refused = world.worker().start(wait_ready=0)
-        assert refused.process is not None and refused.process.wait(60) == 2
-        assert "older than the committed offsets" in refused.log_text()
+        assert "older than the committed offsets" in world.refused_start()
         done = _rebuild(world)
         assert done.returncode == 0, done.stderr[-3000:]
         world.worker().start()

@@ -41,9 +41,7 @@ async def test_a_worker_refuses_to_start_on_a_flushed_redis_and_says_what_to_run
     assert first.terminate() == 0
     await _flushall(world.settings.redis_url)
 
-    refused = world.worker().start(wait_ready=0)
-    assert refused.process is not None and refused.process.wait(60) == 2
-    log = refused.log_text()
+    log = world.refused_start()
     assert "no state marker" in log and "python -m worker rebuild" in log
     assert "ready:" not in log
 

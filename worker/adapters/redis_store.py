@@ -296,12 +296,7 @@ class RedisStore:
         if self.cluster:
             assert isinstance(self.redis, RedisCluster)
             await self.redis.initialize()
-            nodes: list[tuple[str, Any]] = [(n.name, n) for n in self.redis.get_primaries()]
-        else:
-            assert isinstance(self.redis, Redis)
-            kwargs = self.redis.connection_pool.connection_kwargs
-            nodes = [(f"{kwargs.get('host')}:{kwargs.get('port')}", self.redis)]
-        self.durability = await check(self.durability, nodes)
+        self.durability = await check(self.durability, self._primaries())
 
     async def _write(self, commands: Sequence[Write]) -> list[Any]:
         """Send write commands in one round trip per node, followed on the same connection by the
@@ -656,16 +651,18 @@ class RedisStore:
                 deleted += len(keys)
         return deleted
 
-    def _primaries(self) -> list[Any]:
-        """Every node that holds keys: the primaries of a cluster, or the one Redis."""
+    def _primaries(self) -> list[tuple[str, Any]]:
+        """Every node that holds keys, with its address: the primaries of a cluster, or the one Redis."""
         if self.cluster:
             assert isinstance(self.redis, RedisCluster)
-            return list(self.redis.get_primaries())
-        return [self.redis]
+            return [(node.name, node) for node in self.redis.get_primaries()]
+        assert isinstance(self.redis, Redis)
+        kwargs = self.redis.connection_pool.connection_kwargs
+        return [(f"{kwargs.get('host')}:{kwargs.get('port')}", self.redis)]
 
     async def _scan(self, pattern: str, count: int) -> AsyncIterator[list[bytes]]:
         """The keys matching `pattern`, a SCAN page at a time, node by node."""
-        for node in self._primaries():
+        for _, node in self._primaries():
             cursor: Any = 0
             while True:
                 cursor, keys = await node.execute_command("SCAN", cursor, "MATCH", pattern, "COUNT", count)

@@ -66,10 +66,6 @@ async def _until_done(what: str, action: Callable[[], Awaitable[None]], settings
             delay = min(delay * 2, settings.retry_max_seconds)
 
 
-class StartRefused(RuntimeError):
-    """The worker must not consume: the message says why and what to change."""
-
-
 def create_app(settings: Settings | None = None) -> FastStream:
     settings = settings or Settings()
     logging.basicConfig(
@@ -131,10 +127,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
 
     @app.on_startup
     async def prepare() -> None:
-        try:
-            await _until_done("connecting to Redis", redis_ready, settings)
-        except DurabilityError as exc:
-            raise StartRefused(str(exc)) from None
+        await _until_done("connecting to Redis", redis_ready, settings)  # DurabilityError: refused
         if store.durability.level == "none":
             log.warning(
                 "WORKER_REDIS_DURABILITY=none: answers are published before Redis has the state on disk; "
@@ -147,10 +140,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
             committed.update(await committed_offsets(settings))
 
         await _until_done("reading the consumer group's committed offsets", read_committed, settings)
-        try:  # never consume on lost state (worker/marker.py)
-            await marking.establish(committed)
-        except StateRefused as exc:
-            raise StartRefused(str(exc)) from None
+        await marking.establish(committed)  # never consume on lost state: StateRefused (worker/marker.py)
         await _until_done("starting the producer", publisher.start, settings)
         # reference data first: no claim is judged against a partial registry
         await _until_done("loading reference data", feed.bootstrap, settings)
@@ -191,7 +181,7 @@ def run_worker() -> int:
     A refused start exits with status 2 and one clear line, not a traceback."""
     try:
         uvloop.run(create_app().run())
-    except StartRefused as exc:
+    except (DurabilityError, StateRefused) as exc:  # the message says why and what to change
         log.critical("not starting: %s", exc)
         return 2
     return 0

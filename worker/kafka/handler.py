@@ -146,7 +146,8 @@ class BatchHandler:
             if outgoing is None or (previous is not None and not previous.landed_so_far):
                 log.warning("a batch was given up; later batches are neither published nor committed")
                 return
-            if not await self._mark(flight.records):
+            offsets = _next_offsets(flight.records)  # for the marker, then the commit
+            if not await self._mark(offsets):
                 return
             if not await self._publish(outgoing):
                 return
@@ -154,7 +155,7 @@ class BatchHandler:
             flight.answered.set()
             if previous is not None:
                 await previous.done.wait()  # offsets are committed in order
-            await self._commit(consumer, flight.records)
+            await self._commit(consumer, len(flight.records), offsets)
         except Exception:  # a bug here must not leave the flights after this one waiting forever
             log.exception("batch failed unexpectedly; it is not committed")
             flight.landed_so_far = False
@@ -208,15 +209,15 @@ class BatchHandler:
             flight.records = live
             return outgoing
 
-    async def _mark(self, records: Sequence[Record]) -> bool:
+    async def _mark(self, offsets: dict[TopicPartition, int]) -> bool:
         """Advance the state marker to the batch's offsets, in flight order, before its answers go out
         (worker/marker.py); False if the state turned out lost (the worker then stops) or it stops."""
-        if self.marking is None or not records:
+        if self.marking is None or not offsets:
             return True
         delay = 0.2
         while True:
             try:
-                await self.marking.consumed(_next_offsets(records))
+                await self.marking.consumed(offsets)
                 return True
             except StateLost as exc:
                 log.critical(
@@ -254,14 +255,16 @@ class BatchHandler:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_seconds)
 
-    async def _commit(self, consumer: AIOKafkaConsumer, records: Sequence[Record]) -> None:
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, count: int, next_offsets: dict[TopicPartition, int]
+    ) -> None:
         if self.settings.fault_crash_before_commit:
             log.error("fault injection: killed after publishing, before committing")
             os.kill(os.getpid(), signal.SIGKILL)
         self.batches += 1
-        self.records += len(records)
+        self.records += count
         assigned = consumer.assignment()
-        offsets = {tp: offset for tp, offset in _next_offsets(records).items() if tp in assigned}
+        offsets = {tp: offset for tp, offset in next_offsets.items() if tp in assigned}
         if not offsets:
             return
         epoch = self.marking.epoch if self.marking is not None else ""
