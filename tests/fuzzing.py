@@ -251,7 +251,7 @@ async def fuzz_through_kafka(world: Cluster, count: int, seed: int, oversize: fl
         else:
             assert answer == want, f"message {n} {messages[n][:120]!r}: {answer} != {want}"
         seen.update(json.loads(a)["type"] for a in answer)
-    client = connect(world.settings.redis_url, cluster=False)
+    client = connect(world.redis_url, cluster=False)
     try:
         for member_id, ledger in ledgers.items():
             stored = await client.hget(member_key(member_id, "ledger"), "d")

@@ -35,6 +35,7 @@ class Cluster:
     def __init__(self, bootstrap: str, redis_url: str, prefix: str, tmp: Path, partitions: int = 4) -> None:
         self.prefix = prefix
         self.tmp = tmp
+        self.redis_url = redis_url
         self.env = {
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "REDIS_URL": redis_url,

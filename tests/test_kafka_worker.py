@@ -250,7 +250,7 @@ async def test_sigterm_mid_stream_commits_exactly_what_was_answered(world: Clust
     per_claim = Counter(r.event["claim_id"] for r in received)
     assert len(per_claim) == count and set(per_claim.values()) == {1}
     member_ids = [synthetic.member_id(n) for n in range(members)]
-    assert await _ledgers_in_redis(world.settings.redis_url, member_ids) == await _ledgers_of_replay(
+    assert await _ledgers_in_redis(world.redis_url, member_ids) == await _ledgers_of_replay(
         [*reference, *claims]
     )
 

@@ -145,9 +145,9 @@ async def test_rebuild_after_flushall_restores_the_state_and_the_answers(world: 
     await world.publish(claims)
     await world.wait_outputs(len(credits) + len(claims))
     assert first.terminate() == 0
-    before = await _state(world.settings.redis_url)
+    before = await _state(world.redis_url)
 
-    client = connect(world.settings.redis_url, cluster=False)
+    client = connect(world.redis_url, cluster=False)
     await client.flushall()
     await client.aclose()
     world.refused_start()
@@ -160,7 +160,7 @@ async def test_rebuild_after_flushall_restores_the_state_and_the_answers(world: 
     assert "events/s" in done.stderr and "marker written" in done.stderr
 
     worker = world.worker().start()  # the profiles come back from their topic at start
-    assert await _state(world.settings.redis_url) == before
+    assert await _state(world.redis_url) == before
 
     credits_two, claims_two = _phase_two()
     await world.publish(credits_two)

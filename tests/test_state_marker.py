@@ -39,7 +39,7 @@ async def test_a_worker_refuses_to_start_on_a_flushed_redis_and_says_what_to_run
     await world.publish(synthetic.encode(synthetic.claims(200, 20, seed=3)))
     await world.wait_outputs(200)
     assert first.terminate() == 0
-    await _flushall(world.settings.redis_url)
+    await _flushall(world.redis_url)
 
     log = world.refused_start()
     assert "no state marker" in log and "python -m worker rebuild" in log
@@ -51,7 +51,7 @@ async def test_redis_losing_its_state_mid_stream_stops_the_worker_before_it_answ
     worker = world.worker().start()
     await world.publish(synthetic.encode(synthetic.claims(100, 20, seed=4)))
     await world.wait_outputs(100)
-    await _flushall(world.settings.redis_url)  # as a Redis restarted without its data
+    await _flushall(world.redis_url)  # as a Redis restarted without its data
 
     await world.publish(synthetic.encode(synthetic.claims(50, 20, seed=5, prefix="X")))
     assert worker.process is not None and worker.process.wait(60) == 0  # stops itself, cleanly

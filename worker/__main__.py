@@ -36,16 +36,16 @@ def _rebuild(args: argparse.Namespace) -> int:
 def _compact(args: argparse.Namespace) -> int:
     import asyncio
 
-    from worker.adapters.redis_client import connect
+    from worker.adapters.redis_client import connect_to
     from worker.adapters.redis_store import RedisStore
     from worker.clock import china_year
-    from worker.settings import Settings
+    from worker.settings import load_settings
 
-    settings = Settings()
+    settings = load_settings()
     before = china_year() - settings.claim_retention_years
 
     async def run() -> tuple[int, int]:
-        store = RedisStore(connect(settings.redis_url, settings.redis_cluster), settings.answer_ttl_seconds)
+        store = RedisStore(connect_to(settings), settings.answer_ttl_seconds)
         try:
             return await store.archive_claims(before)
         finally:
@@ -57,9 +57,9 @@ def _compact(args: argparse.Namespace) -> int:
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    from worker.settings import Settings
+    from worker.settings import load_settings
 
-    settings = Settings()
+    settings = load_settings()
     if args.action == "token":
         from worker.gateway.auth import issue_token
 

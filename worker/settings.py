@@ -1,11 +1,22 @@
-"""The worker's one settings class, read from the environment (pydantic-settings)."""
+"""The product's one settings class, read from the environment (pydantic-settings), and
+`load_settings()`, which turns a bad value into one line an operator can act on (exit 2)."""
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+import logging
+import os
+import sys
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.adapters.redis_durability import DURABILITY_PATTERN
+from worker.ops.logs import setup_logging
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class Settings(BaseSettings):
@@ -15,7 +26,27 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
 
     kafka_bootstrap_servers: str = Field("localhost:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
-    redis_url: str = Field("redis://localhost:6379/0", validation_alias="REDIS_URL")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", validation_alias="KAFKA_SECURITY_PROTOCOL"
+    )
+    """Applied to every Kafka client of every process (worker.kafka.clients)."""
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", validation_alias="KAFKA_SASL_MECHANISM"
+    )
+    kafka_sasl_username: str | None = Field(None, validation_alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password: SecretStr | None = Field(None, validation_alias="KAFKA_SASL_PASSWORD")
+    kafka_ssl_cafile: str | None = Field(None, validation_alias="KAFKA_SSL_CAFILE")
+    kafka_ssl_certfile: str | None = Field(None, validation_alias="KAFKA_SSL_CERTFILE")
+    kafka_ssl_keyfile: str | None = Field(None, validation_alias="KAFKA_SSL_KEYFILE")
+
+    redis_url: SecretStr = Field(SecretStr("redis://localhost:6379/0"), validation_alias="REDIS_URL")
+    """`redis://`, `rediss://` (TLS) or `unix://`; may hold a user and password, so it is a secret:
+    logs show `redis_endpoint` (without them)."""
+    redis_ssl_ca_certs: str | None = Field(None, validation_alias="REDIS_SSL_CA_CERTS")
+    """CA bundle that signed the Redis server's certificate (`rediss://`)."""
+    redis_ssl_certfile: str | None = Field(None, validation_alias="REDIS_SSL_CERTFILE")
+    """Client certificate, for a Redis that asks for one (`tls-auth-clients yes`)."""
+    redis_ssl_keyfile: str | None = Field(None, validation_alias="REDIS_SSL_KEYFILE")
     redis_cluster: bool = False
     """Connect with the Redis Cluster client (keys are hash-tagged by member either way)."""
 
@@ -68,7 +99,16 @@ class Settings(BaseSettings):
     """The publisher hands the producer whole record batches, so lingering would only add latency."""
     producer_idempotence: bool = False
     """Turn on with Apache Kafka; the local test broker does not support it."""
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    """One JSON object a line (for the log pipeline), or `text` for a person at a terminal."""
+    health_port: int = Field(8081, ge=0, le=65535)
+    """Port of the worker's `/livez`, `/readyz` and `/metrics` (the gateway serves them on its own port)."""
+    health_host: str = "0.0.0.0"
+    metrics_enabled: bool = True
+    startup_timeout_seconds: float = Field(300.0, gt=0)
+    """A process not ready by then (Redis or Kafka never answered) exits with status 1, so the
+    orchestrator restarts it and says so, instead of retrying for ever."""
     fault_crash_before_commit: bool = False
     """Fault injection for the redelivery test: die (SIGKILL) after publishing a batch's answers and
     before committing its offsets. Never set in production."""
@@ -89,3 +129,91 @@ class Settings(BaseSettings):
     """A publish Kafka has not acknowledged by then is answered 503 with Retry-After."""
     gateway_request_log_hours: int = Field(24, ge=1)
     """How long a facility's requests are remembered for `GET /v1/claims/{id}` (pending / rejected)."""
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in REDIS_SCHEMES:
+            raise ValueError(
+                "must be a URL such as redis://host:6379/0, rediss://host:6380/0 or unix:///path"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _sasl_credentials(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError("KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required with SASL")
+        return self
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def redis_endpoint(self) -> str:
+        """The Redis URL without user or password, for logs."""
+        parts = urlsplit(self.redis_url.get_secret_value())
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+    def secret_values(self) -> list[str]:
+        """Every secret of the settings, for the log redactor (worker.ops.logs)."""
+        out = [self.redis_url.get_secret_value()]
+        password = urlsplit(out[0]).password
+        out += [password] if password else []
+        for secret in (self.kafka_sasl_password, self.gateway_jwt_secret):
+            if secret is not None:
+                out.append(secret.get_secret_value())
+        return out
+
+    def endpoints(self) -> str:
+        """What a process connects to, without secrets: logged at start."""
+        return (
+            f"kafka={self.kafka_bootstrap_servers} ({self.kafka_security_protocol}"
+            + (f", {self.kafka_sasl_mechanism}" if self.kafka_security_protocol.startswith("SASL") else "")
+            + f") redis={self.redis_endpoint}"
+            + (" (cluster)" if self.redis_cluster else "")
+        )
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets a settings field."""
+    alias = Settings.model_fields[field].validation_alias
+    return alias if isinstance(alias, str) else f"WORKER_{field.upper()}"
+
+
+def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """`WORKER_*` variables that set nothing (a misspelling would otherwise be silently ignored)."""
+    known = {env_name(name) for name in Settings.model_fields}
+    return sorted(k for k in (environ or os.environ) if k.startswith("WORKER_") and k not in known)
+
+
+def explain(error: ValidationError) -> list[str]:
+    """One line per bad setting: the variable, the value given (never a secret's) and what is wrong."""
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else ""
+        name = env_name(field) if field in Settings.model_fields else field
+        secret = Settings.model_fields[field].annotation in (SecretStr, SecretStr | None) if field else False
+        given = "" if secret or item["type"] == "missing" else f"={item.get('input')!r}"
+        lines.append(f"configuration error: {name}{given}: {item['msg']}")
+    return lines
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or one line per problem on stderr and exit status 2."""
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        for line in explain(error):
+            print(line, file=sys.stderr)
+        raise SystemExit(2) from None
+    setup_logging(settings.log_level, settings.log_format, settings.secret_values())
+    for name in unknown_variables():
+        logging.getLogger("worker.settings").warning("unknown setting %s is ignored (a misspelling?)", name)
+    return settings

@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -43,6 +44,9 @@ from worker.intake import Decoded, Source, dead_letter, decode
 from worker.ports import Loaded, Plan, StateStore, Wants
 
 log = logging.getLogger("worker.settlement")
+T = TypeVar("T")
+Timing = Callable[[str, float], None]
+"""Told (step, seconds) for each engine pass ("decide") and store call ("load", "save")."""
 MAX_ROUNDS = 8
 SLICES = 4
 """Slices per round: enough to keep Redis and this process busy at the same time, few enough that
@@ -101,9 +105,12 @@ class Settler:
         policies: PolicyBook,
         facilities: dict[str, FacilityRegistered],
         stamp_state: bool = False,
+        timing: Timing | None = None,
     ) -> None:
         """`stamp_state`: append `member_state` to every event that changes state (the Kafka worker,
-        whose outbound topics are what a rebuild reads; replay's output stays the contract's)."""
+        whose outbound topics are what a rebuild reads; replay's output stays the contract's).
+        `timing`: told the seconds of each engine pass and store call (the worker's metrics)."""
+        self.timing = timing
         self.store = store
         self.policies = policies
         self.facilities = facilities
@@ -224,8 +231,12 @@ class Settler:
         saves: list[asyncio.Future[set[str]]] = []
         try:
             for part, load in zip(slices, loads, strict=True):
-                plans = self._decide(part, await load, ctx, answers)
-                saves.append(asyncio.ensure_future(self.store.save(plans)))
+                loaded = await load
+                started = time.perf_counter()
+                plans = self._decide(part, loaded, ctx, answers)
+                if self.timing is not None:
+                    self.timing("decide", time.perf_counter() - started)
+                saves.append(asyncio.ensure_future(self._timed("save", self.store.save(plans))))
             conflicts: set[str] = set()
             for save in saves:
                 conflicts |= await save
@@ -239,7 +250,15 @@ class Settler:
     async def _load(self, part: dict[str, list[_Item]], after: Sequence[Hold] = ()) -> dict[str, Loaded]:
         for earlier in after:
             await earlier.released.wait()
-        return await self.store.load({m: _wants(items) for m, items in part.items()})
+        return await self._timed("load", self.store.load({m: _wants(items) for m, items in part.items()}))
+
+    async def _timed(self, step: str, call: Awaitable[T]) -> T:
+        if self.timing is None:
+            return await call
+        started = time.perf_counter()
+        result = await call
+        self.timing(step, time.perf_counter() - started)
+        return result
 
     def _decide(
         self,

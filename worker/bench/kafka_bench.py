@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
 from worker.bench import synthetic
+from worker.kafka import clients
 from worker.kafka.topics import ensure_topics
-from worker.local.kafka_io import WorkerProcess, produce, produce_lines
+from worker.local.kafka_io import WorkerProcess, produce, produce_lines, settings_for
 from worker.local.services import start_broker, start_redis
 from worker.settings import Settings
 
@@ -75,8 +76,8 @@ class Outcomes:
     """
 
     def __init__(self, bootstrap: str, topics: list[str]) -> None:
-        self.consumer = AIOKafkaConsumer(
-            *topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+        self.consumer = clients.consumer(
+            settings_for(bootstrap), *topics, group_id=None, auto_offset_reset="earliest"
         )
         self.seen: list[tuple[int, str, bytes]] = []
 
@@ -113,7 +114,7 @@ async def _offer(bootstrap: str, topic: str, claims: list[dict[str, Any]], rate:
     point-of-sale traffic reaches the broker through ordinary producers, and one request per claim
     would make the local test broker's per-request cost, not the worker, the subject of the test.
     The linger is inside the measured latency."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    producer = clients.producer(settings_for(bootstrap), linger_ms=5, acks="all")
     await producer.start()
     sent: dict[str, int] = {}
     try:
@@ -140,8 +141,8 @@ async def _offer(bootstrap: str, topic: str, claims: list[dict[str, Any]], rate:
 async def _wait_committed(settings: Settings, records: int, limit_seconds: float) -> None:
     """Until the worker group has committed `records` offsets on the claims topic: every claim is
     then answered, since the worker commits only acknowledged answers."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+    consumer = clients.consumer(
+        settings,
         group_id=settings.consumer_group,
         enable_auto_commit=False,
     )

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from contracts import openapi
 from contracts.inbound import FacilityRegistered
 from contracts.types import ID_RE
-from worker.adapters.redis_client import connect
+from worker.adapters.redis_client import connect_to
 from worker.adapters.redis_store import RedisStore
 from worker.adapters.request_log import RequestLog
 from worker.clock import now_text
@@ -26,9 +26,10 @@ from worker.domain.policy import load_policies
 from worker.gateway.auth import TokenVerifier, Unauthorized
 from worker.gateway.counter import Answer, Counter, problem
 from worker.gateway.replies import ReplyRouter
+from worker.kafka import clients
 from worker.kafka.reference import ReferenceFeed
 from worker.runtime import settle_gc
-from worker.settings import Settings
+from worker.settings import Settings, load_settings
 
 log = logging.getLogger("worker.gateway")
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*([^,;\s]*)", re.IGNORECASE)
@@ -59,9 +60,7 @@ class Gateway:
         )
         self.policies = load_policies()
         self.facilities: dict[str, FacilityRegistered] = {}
-        self.store = RedisStore(
-            connect(settings.redis_url, settings.redis_cluster), settings.answer_ttl_seconds
-        )
+        self.store = RedisStore(connect_to(settings), settings.answer_ttl_seconds)
         self.replies = ReplyRouter(settings)
         self.feed = ReferenceFeed(settings, None, self.facilities, None)
         self.requests = RequestLog(
@@ -83,8 +82,8 @@ class Gateway:
                 await self.store.redis.ping()
                 await self.store.load_scripts()
                 if self.producer is None:
-                    producer = AIOKafkaProducer(
-                        bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                    producer = clients.producer(
+                        self.settings,
                         acks="all",
                         linger_ms=self.settings.gateway_linger_ms,
                         enable_idempotence=self.settings.producer_idempotence,
@@ -274,9 +273,12 @@ class _NotReady(Exception):
 def run_gateway(settings: Settings | None = None) -> int:
     import uvicorn
 
-    settings = settings or Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    settings = settings or load_settings()
+    log.info(
+        "gateway starting: %s; serving on %s:%d",
+        settings.endpoints(),
+        settings.gateway_host,
+        settings.gateway_port,
     )
     uvicorn.run(
         create_gateway(settings),

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from worker.kafka import clients
 from worker.kafka.publisher import CORRELATION_HEADER
 from worker.settings import Settings
 
@@ -56,8 +57,8 @@ class ReplyRouter:
 
     async def start(self) -> None:
         """Follow every partition of the outcome topics from their current end."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+        consumer = clients.consumer(
+            self.settings,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="latest",

@@ -1,33 +1,42 @@
-"""Composition root: `create_app()` wires settings, policies, Redis, Kafka and the handler into one
-FastStream application. `python -m worker run` runs it until SIGTERM/SIGINT."""
+"""Composition root: `create_app()` wires settings, policies, Redis, Kafka, the handler, metrics and
+health into one FastStream ASGI application. `python -m worker run` serves its health routes at once
+and starts it, until SIGTERM/SIGINT (`serve`)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import signal
+from collections.abc import Awaitable, Callable, Iterator
 
+import uvicorn
 import uvloop
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
-from faststream import FastStream
+from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.middlewares import AckPolicy
+from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
 from contracts.inbound import FacilityRegistered
-from worker.adapters.redis_client import connect
+from worker.adapters.redis_client import connect_to
 from worker.adapters.redis_durability import Durability, DurabilityError
 from worker.adapters.redis_store import RedisStore
 from worker.domain.policy import load_policies
+from worker.kafka import clients
 from worker.kafka.handler import BatchHandler, CommitOnRevoke
 from worker.kafka.marking import Marking, StateRefused, committed_offsets
 from worker.kafka.publisher import Publisher
 from worker.kafka.reference import ReferenceFeed
 from worker.kafka.topics import ensure_topics
+from worker.ops.health import CHECK_TIMEOUT_SECONDS, health_routes
+from worker.ops.metrics import WorkerMetrics
 from worker.runtime import settle_gc
-from worker.settings import Settings
+from worker.settings import Settings, load_settings
 from worker.settlement import Settler
 
 log = logging.getLogger("worker")
@@ -53,8 +62,20 @@ async def _records_only(
     return message
 
 
-async def _until_done(what: str, action: Callable[[], Awaitable[None]], settings: Settings) -> None:
-    """Start-up steps wait for Redis and Kafka to answer, rather than failing the process."""
+class Startup:
+    """Where start-up is, for `/readyz` and for the message of a start that timed out."""
+
+    def __init__(self) -> None:
+        self.step = "starting"
+        self.done = False
+
+
+async def _until_done(
+    what: str, action: Callable[[], Awaitable[None]], settings: Settings, startup: Startup
+) -> None:
+    """Start-up steps wait for Redis and Kafka to answer, rather than failing the process (up to
+    WORKER_STARTUP_TIMEOUT_SECONDS, see `serve`)."""
+    startup.step = what
     delay = 0.5
     while True:
         try:
@@ -66,24 +87,29 @@ async def _until_done(what: str, action: Callable[[], Awaitable[None]], settings
             delay = min(delay * 2, settings.retry_max_seconds)
 
 
-def create_app(settings: Settings | None = None) -> FastStream:
+def create_app(settings: Settings | None = None) -> AsgiFastStream:
     settings = settings or Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    registry = CollectorRegistry() if settings.metrics_enabled else None
+    metrics = WorkerMetrics(registry) if registry is not None else None
+    startup = Startup()
     policies = load_policies()
     facilities: dict[str, FacilityRegistered] = {}
     store = RedisStore(
-        connect(settings.redis_url, settings.redis_cluster),
+        connect_to(settings),
         settings.answer_ttl_seconds,
         Durability.parse(settings.redis_durability, settings.redis_durability_timeout_ms),
     )
     publisher = Publisher(settings)
     marking = Marking(store)
-    handler = BatchHandler(
-        Settler(store, policies, facilities, stamp_state=True), publisher, settings, marking
-    )
+    timing = None
+    if metrics is not None:
+        decide, redis = metrics.decide_seconds, metrics.redis_seconds
+
+        def timing(step: str, seconds: float) -> None:
+            (decide if step == "decide" else redis.labels(step)).observe(seconds)
+
+    settler = Settler(store, policies, facilities, stamp_state=True, timing=timing)
+    handler = BatchHandler(settler, publisher, settings, marking, metrics)
     feed = ReferenceFeed(settings, store, facilities, publisher, marking)
 
     broker = KafkaBroker(
@@ -92,6 +118,10 @@ def create_app(settings: Settings | None = None) -> FastStream:
         logger=logging.getLogger("worker.faststream"),
         log_level=logging.DEBUG,  # FastStream's per-batch "Received/Processed" lines
         client_id="claims-worker",
+        security=clients.security(settings),
+        middlewares=[KafkaPrometheusMiddleware(registry=registry, app_name="claims-worker")]
+        if registry is not None
+        else [],
         apply_types=False,  # the handler gets the decoder's output as is (see _whole_message)
     )
     subscriber = broker.subscriber(
@@ -114,7 +144,40 @@ def create_app(settings: Settings | None = None) -> FastStream:
     async def settle_batch(message: KafkaMessage) -> None:  # the decoder's output, not injected
         await handler.handle(message.raw_message, message.consumer)
 
-    app = FastStream(broker, logger=logging.getLogger("worker.app"))
+    async def redis_reachable() -> str | None:
+        try:
+            await asyncio.wait_for(store.redis.ping(), CHECK_TIMEOUT_SECONDS)
+        except Exception:
+            return "Redis is not reachable"
+        return None
+
+    async def kafka_reachable() -> str | None:
+        if not startup.done:
+            return None  # the start-up step says what it waits for
+        try:
+            await asyncio.wait_for(publisher.producer.client.fetch_all_metadata(), CHECK_TIMEOUT_SECONDS)
+        except Exception:
+            return "Kafka is not reachable"
+        return None
+
+    async def started() -> str | None:
+        return None if startup.done else f"start-up: {startup.step}"
+
+    async def reference_loaded() -> str | None:
+        return None if feed.bootstrapped else "reference data not loaded"
+
+    async def partitions_assigned() -> str | None:
+        if handler.assigned is None:
+            return "no partitions assigned yet"
+        return None if handler.assigned else "no partitions assigned (more workers than partitions?)"
+
+    checks = [started, redis_reachable, kafka_reachable, reference_loaded, partitions_assigned]
+    if metrics is not None:
+        metrics.not_committing.set_function(handler.not_committing_seconds)
+        metrics.lag(handler.lag)
+    app = AsgiFastStream(
+        broker, asgi_routes=health_routes(checks, registry), logger=logging.getLogger("worker.app")
+    )
 
     async def redis_ready() -> None:
         await store.redis.ping()
@@ -127,28 +190,30 @@ def create_app(settings: Settings | None = None) -> FastStream:
 
     @app.on_startup
     async def prepare() -> None:
-        await _until_done("connecting to Redis", redis_ready, settings)  # DurabilityError: refused
+        await _until_done("connecting to Redis", redis_ready, settings, startup)  # DurabilityError: refused
         if store.durability.level == "none":
             log.warning(
                 "WORKER_REDIS_DURABILITY=none: answers are published before Redis has the state on disk; "
                 "a Redis crash can lose settled claims (use local or replicas:N in production)"
             )
-        await _until_done(f"preparing topics at {settings.kafka_bootstrap_servers}", topics_ready, settings)
+        await _until_done("preparing topics", topics_ready, settings, startup)
         committed: dict[tuple[str, int], tuple[int, str]] = {}
 
         async def read_committed() -> None:
             committed.update(await committed_offsets(settings))
 
-        await _until_done("reading the consumer group's committed offsets", read_committed, settings)
+        await _until_done("reading the consumer group's committed offsets", read_committed, settings, startup)
         await marking.establish(committed)  # never consume on lost state: StateRefused (worker/marker.py)
-        await _until_done("starting the producer", publisher.start, settings)
+        await _until_done("starting the producer", publisher.start, settings, startup)
         # reference data first: no claim is judged against a partial registry
-        await _until_done("loading reference data", feed.bootstrap, settings)
+        await _until_done("loading reference data", feed.bootstrap, settings, startup)
         feed.follow()
         settle_gc()
+        startup.step = "joining the consumer group"
 
     @app.after_startup
     async def ready() -> None:
+        startup.done = True
         log.info(
             "ready: group %s consuming %s and %s; %d facilities, %d reference records loaded; policies %s",
             settings.consumer_group,
@@ -173,15 +238,89 @@ def create_app(settings: Settings | None = None) -> FastStream:
         log.info("stopped after %d batches, %d records", handler.batches, handler.records)
 
     app.context.set_global("handler", handler)
+    app.context.set_global("startup", startup)
     return app
 
 
-def run_worker() -> int:
-    """Run until SIGTERM/SIGINT, on uvloop (libuv's event loop; the worker is I/O- and loop-bound).
-    A refused start exits with status 2 and one clear line, not a traceback."""
+class _Server(uvicorn.Server):
+    """uvicorn serving only the health routes: the process, not uvicorn, owns the signals (uvicorn
+    would re-raise SIGTERM once it stops serving, before the worker's graceful shutdown)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(app: AsgiFastStream, settings: Settings) -> int:
+    """Serve `/livez`, `/readyz` and `/metrics` from the first moment, start the worker, and run it
+    until SIGTERM/SIGINT; then land the batches in the air and stop. Exit status: 0 after a
+    signal, 2 for a refused start (one line says why), 1 when not started within
+    WORKER_STARTUP_TIMEOUT_SECONDS (Redis or Kafka never answered)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    config = uvicorn.Config(
+        app,
+        host=settings.health_host,
+        port=settings.health_port,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+    )
+    server = _Server(config)
+    serving = asyncio.create_task(server.serve(), name="health")
+    while not server.started and not serving.done():  # noqa: ASYNC110 (uvicorn has no started event)
+        await asyncio.sleep(0.01)
+    if serving.done():  # e.g. the port is taken
+        log.critical(
+            "not starting: health port %s:%d unavailable", settings.health_host, settings.health_port
+        )
+        return 2
+    port = server.servers[0].sockets[0].getsockname()[1]
+    log.info(
+        "health on %s:%d (/livez /readyz /metrics); %s", settings.health_host, port, settings.endpoints()
+    )
+    starting = asyncio.create_task(app.start(), name="start")
+    stopping = asyncio.create_task(stop.wait())
+    code = 0
     try:
-        uvloop.run(create_app().run())
+        done, _ = await asyncio.wait(
+            {starting, stopping},
+            timeout=settings.startup_timeout_seconds,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if starting in done:
+            starting.result()  # a refused start raises here
+            await stop.wait()
+        elif not done:
+            log.critical(
+                "not ready after %.0f s (WORKER_STARTUP_TIMEOUT_SECONDS): still %s",
+                settings.startup_timeout_seconds,
+                app_startup_step(app),
+            )
+            code = 1
     except (DurabilityError, StateRefused) as exc:  # the message says why and what to change
         log.critical("not starting: %s", exc)
-        return 2
-    return 0
+        code = 2
+    finally:
+        for task in (starting, stopping):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await app.stop()
+        server.should_exit = True
+        await serving
+    return code
+
+
+def app_startup_step(app: AsgiFastStream) -> str:
+    startup = app.context.get("startup")
+    return startup.step if isinstance(startup, Startup) else "starting"
+
+
+def run_worker() -> int:
+    """Run on uvloop (libuv's event loop; the worker is I/O- and loop-bound) until SIGTERM/SIGINT."""
+    settings = load_settings()
+    return uvloop.run(serve(create_app(settings), settings))

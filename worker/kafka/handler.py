@@ -34,6 +34,7 @@ from worker.intake import Source
 from worker.kafka.marking import Marking
 from worker.kafka.publisher import CORRELATION_HEADER, Publisher
 from worker.marker import StateLost
+from worker.ops.metrics import WorkerMetrics
 from worker.settings import Settings
 from worker.settlement import Hold, Outgoing, Record, Settler
 
@@ -64,8 +65,9 @@ def _partitions(records: Sequence[Record]) -> set[TopicPartition]:
 class _Flight:
     """One batch on its way: settling, then publishing, then committing."""
 
-    def __init__(self, records: list[Record], previous: _Flight | None) -> None:
+    def __init__(self, records: list[Record], previous: _Flight | None, timestamps: list[int]) -> None:
         self.records = records
+        self.timestamps = timestamps  # the records' Kafka timestamps (ms), for publish-to-answer time
         self.previous = previous
         self.hold = Hold()
         self.settled = asyncio.Event()  # its state is in Redis (or it was given up)
@@ -85,9 +87,19 @@ def _next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
 
 class BatchHandler:
     def __init__(
-        self, settler: Settler, publisher: Publisher, settings: Settings, marking: Marking | None = None
+        self,
+        settler: Settler,
+        publisher: Publisher,
+        settings: Settings,
+        marking: Marking | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.settler = settler
+        self.metrics = metrics
+        self.consumer: AIOKafkaConsumer | None = None  # the subscriber's, once a batch came
+        self.assigned: set[TopicPartition] | None = None  # None until the group assigned partitions
+        self.committed: dict[TopicPartition, int] = {}
+        self.busy_since: float | None = None  # records in flight, nothing committed since then
         self.publisher = publisher
         self.settings = settings
         self.marking = marking
@@ -105,6 +117,7 @@ class BatchHandler:
         A poll takes everything the consumer has buffered (`poll_max_records`): aiokafka sends its
         next fetch only once the buffer is empty, so the fetch then overlaps with settling."""
         size = self.settings.batch_size
+        self.consumer = consumer
         for start in range(0, len(raw), size):
             if self.stopping:  # uncommitted, so redelivered after the restart
                 log.info("stopping: %d records left for redelivery", len(raw) - start)
@@ -115,7 +128,15 @@ class BatchHandler:
                 for r in chunk
             ]
             previous = self.last
-            flight = self.last = _Flight(batch, previous)
+            flight = self.last = _Flight(batch, previous, [r.timestamp for r in chunk])
+            if self.busy_since is None:
+                self.busy_since = time.monotonic()
+            for record in batch:  # until this worker commits there, lag counts from its first record
+                self.committed.setdefault(
+                    TopicPartition(record.source.topic, record.source.partition), record.source.offset
+                )
+            if self.metrics is not None:
+                self.metrics.batch_records.observe(len(batch))
             task = asyncio.create_task(self._fly(flight, consumer))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
@@ -153,6 +174,8 @@ class BatchHandler:
                 return
             flight.landed_so_far = True
             flight.answered.set()
+            if self.metrics is not None:
+                self._answered(flight, outgoing)
             if previous is not None:
                 await previous.done.wait()  # offsets are committed in order
             await self._commit(consumer, len(flight.records), offsets)
@@ -191,6 +214,7 @@ class BatchHandler:
                     )
                     return None
                 failing_since = failing_since or time.monotonic()
+                self._retried("settle")
                 log.warning(
                     "batch of %d records not settled (%s: %s) for %.0f s; not committing, retrying in %.1f s",
                     len(live),
@@ -231,6 +255,7 @@ class BatchHandler:
             except Exception as exc:
                 if self.stopping:
                     return False
+                self._retried("mark")
                 log.warning("state marker not advanced (%s); not publishing, retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_seconds)
@@ -249,6 +274,7 @@ class BatchHandler:
                         "stopping with unacknowledged answers (%s): not committed, redelivered later", exc
                     )
                     return False
+                self._retried("publish")
                 log.warning(
                     "answers not acknowledged (%s); not committing, sending again in %.1f s", exc, delay
                 )
@@ -268,12 +294,52 @@ class BatchHandler:
         if not offsets:
             return
         epoch = self.marking.epoch if self.marking is not None else ""
+        started = time.monotonic()
         try:  # the metadata names the state these offsets belong to (worker/marker.py)
             await consumer.commit({tp: (offset, epoch) for tp, offset in offsets.items()})
         except (KafkaError, AssertionError) as exc:  # e.g. a rebalance: redelivery is answered from Redis
+            if self.metrics is not None:
+                self.metrics.commit_failures.inc()
             log.warning(
                 "offset commit failed (%s); the batch will be redelivered and re-answered identically", exc
             )
+            return
+        now = time.monotonic()
+        self.committed.update(offsets)
+        self.busy_since = None if self.last is None or self.last.done.is_set() else now
+        if self.metrics is not None:
+            self.metrics.commit_seconds.observe(now - started)
+
+    def _retried(self, step: str) -> None:
+        if self.metrics is not None:
+            self.metrics.retries.labels(step).inc()
+
+    def _answered(self, flight: _Flight, outgoing: Sequence[Outgoing]) -> None:
+        """Count a flight's answers by event type, and each record's publish-to-answer time."""
+        metrics = self.metrics
+        assert metrics is not None
+        metrics.answered(o.event for o in outgoing)
+        now_ms = time.time() * 1000
+        observe = metrics.answer_seconds.observe
+        for stamp in flight.timestamps:
+            if stamp > 0:
+                observe(max(0.0, (now_ms - stamp) / 1000))
+
+    def not_committing_seconds(self) -> float:
+        """Seconds that records have been in flight without a commit (0 when idle or committing)."""
+        return 0.0 if self.busy_since is None else time.monotonic() - self.busy_since
+
+    def lag(self) -> list[tuple[str, int, int]]:
+        """Per assigned partition: end offset (last fetched high watermark) - committed offset."""
+        consumer = self.consumer
+        if consumer is None:
+            return []
+        out = []
+        for tp in sorted(consumer.assignment()):
+            end = consumer.highwater(tp)
+            if end is not None:
+                out.append((tp.topic, tp.partition, max(0, end - self.committed.get(tp, end))))
+        return out
 
 
 class CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -295,4 +361,7 @@ class CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
             log.warning("in-flight batch not finished in %.0f s; its offsets stay uncommitted", self.timeout)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.handler.assigned = set(assigned)
+        if self.handler.metrics is not None:
+            self.handler.metrics.rebalances.inc()
         log.info("assigned %d partitions", len(assigned))

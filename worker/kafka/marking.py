@@ -8,9 +8,9 @@ import uuid
 from collections.abc import Iterable
 
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from worker.adapters.redis_store import RedisStore
+from worker.kafka import clients
 from worker.marker import Partition, StateMarker, consumed_field, profile_field, verdict
 from worker.settings import Settings
 
@@ -24,9 +24,7 @@ class StateRefused(RuntimeError):
 async def committed_offsets(settings: Settings) -> dict[Partition, tuple[int, str]]:
     """The consumer group's committed (offset, metadata) on the inbound topics' partitions (named
     explicitly: the request for "all partitions" is not understood by every broker)."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, client_id="claims-worker-marker"
-    )
+    admin = clients.admin(settings, client_id="claims-worker-marker")
     await admin.start()
     try:
         described = await admin.describe_topics([settings.topic_claims, settings.topic_accounts])

@@ -10,6 +10,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
+from worker.kafka import clients
 from worker.settings import Settings
 from worker.settlement import Outgoing
 
@@ -49,8 +50,8 @@ class Publisher:
 
     async def start(self) -> None:
         """Create and connect the producer (aiokafka clients belong to the running event loop)."""
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+        self._producer = clients.producer(
+            self.settings,
             acks="all",
             linger_ms=self.settings.producer_linger_ms,
             enable_idempotence=self.settings.producer_idempotence,

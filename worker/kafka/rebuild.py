@@ -29,15 +29,16 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from contracts.outbound import MEMBER_STATE_FORMAT
 from contracts.wire import Emitted
-from worker.adapters.redis_client import connect
+from worker.adapters.redis_client import connect_to
 from worker.adapters.redis_durability import Durability
 from worker.adapters.redis_store import RedisStore
 from worker.clock import china_year
 from worker.domain.state import Accumulators, ClaimRecord
+from worker.kafka import clients
 from worker.kafka.marking import committed_offsets
 from worker.marker import consumed_field
 from worker.ports import Restored
-from worker.settings import Settings
+from worker.settings import Settings, load_settings
 
 log = logging.getLogger("worker.rebuild")
 _KINDS = {
@@ -126,12 +127,12 @@ def restored(value: bytes) -> Restored | None:
 
 async def rebuild(settings: Settings, batch: int = 5000) -> Progress:
     store = RedisStore(
-        connect(settings.redis_url, settings.redis_cluster),
+        connect_to(settings),
         settings.answer_ttl_seconds,
         Durability.parse(settings.redis_durability, settings.redis_durability_timeout_ms),
     )
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+    consumer = clients.consumer(
+        settings,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -229,10 +230,8 @@ def _items(records: Sequence[ConsumerRecord[bytes, bytes]], progress: Progress) 
 
 def run_rebuild(argv: Sequence[str] = ()) -> int:
     """CLI entry: exit 0 once the marker is written, 1 if the rebuild is incomplete."""
-    settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    settings = load_settings()
+    log.info("rebuild: %s", settings.endpoints())
     try:
         asyncio.run(rebuild(settings))
     except RebuildIncomplete as exc:

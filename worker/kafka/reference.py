@@ -21,6 +21,7 @@ from contracts.inbound import FacilityRegistered, MemberProfile
 from contracts.wire import Emitted, emit
 from worker.adapters.redis_store import RedisStore
 from worker.intake import Source, dead_letter, decode
+from worker.kafka import clients
 from worker.kafka.marking import Marking
 from worker.kafka.publisher import Publisher
 from worker.settings import Settings
@@ -56,8 +57,8 @@ class ReferenceFeed:
 
     async def bootstrap(self, limit_seconds: float = 300.0) -> None:
         """Load both topics up to their end offsets, then until a poll finds nothing more."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+        consumer = clients.consumer(
+            self.settings,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

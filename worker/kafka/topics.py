@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
+from worker.kafka import clients
 from worker.settings import Settings
 
 log = logging.getLogger("worker.topics")
@@ -27,7 +28,7 @@ def all_topics(settings: Settings) -> dict[str, dict[str, str]]:
 
 
 async def ensure_topics(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = clients.admin(settings, client_id="claims-worker-topics")
     await admin.start()
     try:
         existing = set(await admin.list_topics())

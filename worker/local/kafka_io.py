@@ -16,9 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from worker.kafka import clients
 from worker.settings import Settings
+
+
+def settings_for(bootstrap: str) -> Settings:
+    """The tooling's Kafka settings: this bootstrap, and the security settings of the environment
+    (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*), like every other client."""
+    return Settings(KAFKA_BOOTSTRAP_SERVERS=bootstrap)
 
 
 def topic_and_key(line: bytes, settings: Settings) -> tuple[str, bytes | None]:
@@ -45,8 +51,8 @@ def topic_and_key(line: bytes, settings: Settings) -> tuple[str, bytes | None]:
 async def produce(
     bootstrap: str, messages: Iterable[tuple[str, bytes | None, bytes]], linger_ms: int = 5
 ) -> int:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+    producer = clients.producer(
+        settings_for(bootstrap),
         linger_ms=linger_ms,
         max_batch_size=512 * 1024,
         max_request_size=4 << 20,  # room for an oversize (> 1 MiB) message in the poison tests
@@ -79,9 +85,9 @@ async def collect(
     bootstrap: str, topics: list[str], count: int, wait_seconds: float = 60.0
 ) -> list[Received]:
     """Read outbound topics from the beginning until `count` events arrived (or the timeout)."""
-    consumer = AIOKafkaConsumer(
+    consumer = clients.consumer(
+        settings_for(bootstrap),
         *topics,
-        bootstrap_servers=bootstrap,
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -112,7 +118,7 @@ class WorkerProcess:
 
     def __init__(self, env: dict[str, str], log_path: Path, command: str = "run") -> None:
         self.log_path = log_path
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.env = {"WORKER_HEALTH_PORT": "0", **os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.command = command
         self.process: subprocess.Popen[bytes] | None = None
 

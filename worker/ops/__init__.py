@@ -1,0 +1,1 @@
+"""What operators see of every long-running process: structured logs, health routes and metrics."""

@@ -1,0 +1,130 @@
+"""Prometheus metrics (issue #11) of the worker and the gateway, beside FastStream's own
+(`KafkaPrometheusMiddleware`: messages received, processed, their duration and size).
+
+Label values are bounded by the contract: event types, reason codes, topics and partitions, routes
+as their templates and HTTP statuses — never a member, claim or request id.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from contracts.wire import Emitted
+
+_CODE = re.compile(rb'"code":"([A-Z][A-Z0-9_]{0,47})"')
+_REJECTIONS = frozenset({"claim.rejected", "account.request_rejected"})
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
+
+
+class WorkerMetrics:
+    """The settlement worker's figures. The handler reports; a scrape reads (lag is computed then)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        p = "claims_worker_"
+        self.answers = Counter(
+            p + "answers",
+            "Events published, by inbound topic kind and event type",
+            ["source", "type"],
+            registry=registry,
+        )
+        self.rejections = Counter(
+            p + "rejections", "Rejection reasons published, by code", ["code"], registry=registry
+        )
+        self.dead_letters = Counter(p + "dead_letters", "Inbound messages dead-lettered", registry=registry)
+        self.batch_records = Histogram(
+            p + "batch_records", "Records per settled batch", buckets=BATCH_BUCKETS, registry=registry
+        )
+        self.decide_seconds = Histogram(
+            p + "decide_seconds",
+            "Engine time per batch (pure rules)",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.redis_seconds = Histogram(
+            p + "redis_script_seconds",
+            "Redis script calls per batch, by step",
+            ["step"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.answer_seconds = Histogram(
+            p + "publish_to_answer_seconds",
+            "From an inbound record's timestamp to its answers acknowledged by Kafka",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.commit_seconds = Histogram(
+            p + "commit_seconds", "Offset commit latency", buckets=LATENCY_BUCKETS, registry=registry
+        )
+        self.commit_failures = Counter(p + "commit_failures", "Offset commits that failed", registry=registry)
+        self.retries = Counter(
+            p + "retries", "Batch steps retried after a failure, by step", ["step"], registry=registry
+        )
+        self.rebalances = Counter(p + "rebalances", "Partition assignments received", registry=registry)
+        self.not_committing = Gauge(
+            p + "not_committing_seconds",
+            "Seconds with records in flight and no offset commit (0 when idle or committing)",
+            registry=registry,
+        )
+
+    def answered(self, events: Iterable[Emitted]) -> None:
+        for event in events:
+            kind = event.type
+            outcome = (
+                "rejected" if kind in _REJECTIONS else "dead_letter" if kind == "dead_letter" else "applied"
+            )
+            self.answers.labels(kind, outcome).inc()
+            if kind in _REJECTIONS:
+                for code in _CODE.findall(event.data):
+                    self.rejections.labels(code.decode()).inc()
+            elif kind == "dead_letter":
+                self.dead_letters.inc()
+
+    def lag(self, read: Callable[[], Sequence[tuple[str, int, int]]]) -> None:
+        """Register consumer lag per partition, read at each scrape: (topic, partition, lag)."""
+        self.registry.register(_LagCollector(read))
+
+
+class _LagCollector(Collector):
+    def __init__(self, read: Callable[[], Sequence[tuple[str, int, int]]]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "claims_worker_consumer_lag",
+            "Records not yet committed, per assigned partition (end offset - committed offset)",
+            labels=["topic", "partition"],
+        )
+        for topic, partition, lag in self.read():
+            family.add_metric([topic, str(partition)], lag)
+        yield family
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "claims_gateway_requests",
+            "HTTP requests, by route template and status",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "claims_gateway_request_seconds",
+            "HTTP request latency, by route template",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+    def observe(self, route: str, method: str, status: int, started: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.seconds.labels(route, method).observe(time.perf_counter() - started)
