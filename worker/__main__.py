@@ -84,24 +84,35 @@ def main(argv: list[str] | None = None) -> int:
         return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="claims-worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    settings_help = (
+        "Settings come from the environment: KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL, "
+        "KAFKA_SASL_*, KAFKA_SSL_*, REDIS_URL, REDIS_SSL_*, and WORKER_* (e.g. WORKER_PARTITIONS, "
+        "WORKER_LOG_LEVEL, WORKER_HEALTH_PORT). The README's 'Settings' table lists every one with "
+        "its default; a bad value exits with status 2 and one line naming the variable."
+    )
     replay = sub.add_parser("replay", help="replay inbound JSONL (FILE or stdin) to outbound JSONL on stdout")
     replay.add_argument("file", nargs="?")
     replay.set_defaults(func=_replay)
-    run = sub.add_parser("run", help="run the Kafka worker (settings from the environment)")
+    run = sub.add_parser(
+        "run", help="run the Kafka worker (settings from the environment)", epilog=settings_help
+    )
     run.set_defaults(func=_run)
     rebuild = sub.add_parser(
         "rebuild",
         help="restore the state in Redis from claims.settled and accounts.ledger (workers stopped)",
+        epilog=settings_help,
     )
     rebuild.set_defaults(func=_rebuild)
     compact = sub.add_parser(
         "compact",
         help="archive claims past the retention window (WORKER_CLAIM_RETENTION_YEARS), workers running",
+        epilog=settings_help,
     )
     compact.set_defaults(func=_compact)
     gateway = sub.add_parser(
         "gateway",
         help="run the point-of-sale HTTP gateway, or `gateway token FACILITY_ID` to print an HS256 token",
+        epilog=settings_help,
     )
     gateway.add_argument("action", nargs="?", choices=["token"], help="print a token instead of serving")
     gateway.add_argument("facility_id", nargs="?")

@@ -195,13 +195,17 @@ def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
 
 def explain(error: ValidationError) -> list[str]:
     """One line per bad setting: the variable, the value given (never a secret's) and what is wrong."""
+    by_name = {env_name(field): field for field in Settings.model_fields}
     lines = []
     for item in error.errors():
-        field = str(item["loc"][0]) if item["loc"] else ""
-        name = env_name(field) if field in Settings.model_fields else field
-        secret = Settings.model_fields[field].annotation in (SecretStr, SecretStr | None) if field else False
-        given = "" if secret or item["type"] == "missing" else f"={item.get('input')!r}"
-        lines.append(f"configuration error: {name}{given}: {item['msg']}")
+        loc = str(item["loc"][0]) if item["loc"] else ""
+        field = loc if loc in Settings.model_fields else by_name.get(loc, "")
+        name = env_name(field) if field else "settings"
+        annotation = Settings.model_fields[field].annotation if field else None
+        secret = annotation is not None and "SecretStr" in str(annotation)
+        given = "" if secret or not field or item["type"] == "missing" else f"={item.get('input')!r}"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        lines.append(f"configuration error: {name}{given}: {message}")
     return lines
 
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.routing import Route
 
 from contracts import openapi
@@ -28,6 +29,7 @@ from worker.gateway.counter import Answer, Counter, problem
 from worker.gateway.replies import ReplyRouter
 from worker.kafka import clients
 from worker.kafka.reference import ReferenceFeed
+from worker.ops.metrics import GatewayMetrics, HttpMetricsMiddleware
 from worker.runtime import settle_gc
 from worker.settings import Settings, load_settings
 
@@ -263,6 +265,16 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
         log.exception("request failed: %s", type(exc).__name__)
         return _respond(problem(500, "Internal Server Error", "the gateway failed on this request"))
 
+    if settings.metrics_enabled:
+        registry = CollectorRegistry()
+        templates = {r.endpoint: r.path for r in app.router.routes if isinstance(r, Route)}
+        app.add_middleware(HttpMetricsMiddleware, metrics=GatewayMetrics(registry), templates=templates)
+
+        async def metrics(_: Request) -> Response:
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+        app.router.routes.append(Route("/metrics", metrics, methods=["GET"]))
+
     return app
 
 
@@ -287,7 +299,7 @@ def run_gateway(settings: Settings | None = None) -> int:
         loop="uvloop",
         http="httptools",
         access_log=False,
-        log_level=settings.log_level.lower(),
+        log_config=None,  # the product's JSON logs (worker.ops.logs), not uvicorn's format
         timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
     )
     return 0

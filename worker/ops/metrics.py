@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -31,8 +32,8 @@ class WorkerMetrics:
         p = "claims_worker_"
         self.answers = Counter(
             p + "answers",
-            "Events published, by inbound topic kind and event type",
-            ["source", "type"],
+            "Events published, by event type and outcome (applied, rejected, dead_letter)",
+            ["type", "outcome"],
             registry=registry,
         )
         self.rejections = Counter(
@@ -128,3 +129,36 @@ class GatewayMetrics:
     def observe(self, route: str, method: str, status: int, started: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
         self.seconds.labels(route, method).observe(time.perf_counter() - started)
+
+
+class HttpMetricsMiddleware:
+    """Pure ASGI middleware (no per-request wrapper objects): each HTTP request counted and timed
+    under its route template (`/v1/claims/{claim_id}`, never the id itself; unmatched paths under
+    `other`)."""
+
+    def __init__(self, app: Any, metrics: GatewayMetrics, templates: dict[Any, str] | None = None) -> None:
+        """`templates`: endpoint → route template, for routes that do not put themselves in the
+        scope (FastAPI's router sets `scope["route"]` for its own routes only)."""
+        self.app = app
+        self.metrics = metrics
+        self.templates = templates or {}
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or self.templates.get(scope.get("endpoint"), "other")
+            self.metrics.observe(template, scope["method"], status, started)
