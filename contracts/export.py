@@ -1,5 +1,6 @@
-"""Write the JSON Schema of every contract model to contracts/schemas, and the gateway's OpenAPI
-document to contracts/openapi.json (`python -m contracts.export`).
+"""Write the JSON Schema of every contract model to contracts/schemas, the gateway's OpenAPI document
+to contracts/openapi.json and the worker's AsyncAPI 3.0 document to contracts/asyncapi.json
+(`python -m contracts.export`).
 
 `--check` exits 1 when a checked-in schema differs from the models (the stale-schema test uses it).
 """
@@ -19,10 +20,14 @@ SCHEMA_DIR = Path(__file__).parent / "schemas"
 
 
 OPENAPI = Path(__file__).parent / "openapi.json"
+ASYNCAPI = Path(__file__).parent / "asyncapi.json"
 
 
 def schemas() -> dict[Path, dict[str, Any]]:
+    from worker.kafka.asyncapi import document  # the worker's app builds it (FastStream)
+
     return {
+        ASYNCAPI: document(),
         SCHEMA_DIR / "inbound.schema.json": INBOUND.json_schema(),
         SCHEMA_DIR / "outbound.schema.json": OUTBOUND.json_schema(mode="serialization"),
         OPENAPI: openapi.document(),

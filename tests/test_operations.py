@@ -171,16 +171,60 @@ async def test_kafka_options_follow_the_settings(env: dict[str, str], expected: 
 
 def test_no_kafka_client_is_built_outside_the_factory() -> None:
     """Every aiokafka client of the product goes through worker.kafka.clients (else it would miss
-    the security settings)."""
-    offenders = []
+    the security settings); FastStream's brokers get `clients.security`."""
+    clients_built, brokers = [], []
     for path in (ROOT / "worker").rglob("*.py"):
-        if path.name == "clients.py":
-            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name | ast.Attribute):
                 name = node.func.id if isinstance(node.func, ast.Name) else node.func.attr
-                if name in {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient", "KafkaBroker"}:
-                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
-    assert offenders == ["worker/kafka/app.py:" + offenders[0].split(":")[1]] if offenders else True
-    assert len(offenders) == 1 and "KafkaBroker" in offenders[0]  # the broker gets clients.security
-    assert "security=clients.security(settings)" in (ROOT / "worker/kafka/app.py").read_text()
+                where = str(path.relative_to(ROOT))
+                if name in {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient"}:
+                    clients_built.append(where)
+                elif name == "KafkaBroker":
+                    keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                    brokers.append((where, keywords.get("security")))
+    assert set(clients_built) == {"worker/kafka/clients.py"}
+    assert sorted(brokers) == [
+        ("worker/kafka/app.py", "clients.security(settings)"),
+        ("worker/kafka/asyncapi.py", "clients.security(settings)"),
+    ]
+
+
+def test_the_asyncapi_document_is_the_apps_and_covers_every_topic_and_event() -> None:
+    from contracts.export import ASYNCAPI
+    from worker.kafka.app import create_app
+    from worker.kafka.asyncapi import document
+
+    checked_in = orjson.loads(ASYNCAPI.read_bytes())
+    assert checked_in == document()
+    app = create_app(Settings.model_construct())
+    assert app.schema.to_specification().to_jsonable() == checked_in
+    assert checked_in["asyncapi"] == "3.0.0"
+    addresses = {c["address"] for c in checked_in["channels"].values()}
+    assert addresses == {
+        "claims.inbound",
+        "accounts.inbound",
+        "members.profiles",
+        "facilities.registry",
+        "claims.settled",
+        "claims.rejected",
+        "accounts.ledger",
+        "claims.dlq",
+    }
+    text = ASYNCAPI.read_text()
+    for name in (
+        "ClaimSubmitted",
+        "ClaimReversalRequested",
+        "PaymentRequested",
+        "MemberProfile",
+        "FacilityRegistered",
+        "ClaimSettled",
+        "ClaimReversed",
+        "ClaimRejected",
+        "AccountCredited",
+        "AccountDebited",
+        "AccountRequestRejected",
+        "DeadLetter",
+        "MemberState",
+    ):
+        assert f'"{name}"' in text, name

@@ -28,6 +28,7 @@ from worker.adapters.redis_durability import Durability, DurabilityError
 from worker.adapters.redis_store import RedisStore
 from worker.domain.policy import load_policies
 from worker.kafka import clients
+from worker.kafka.asyncapi import specification
 from worker.kafka.handler import BatchHandler, CommitOnRevoke
 from worker.kafka.marking import Marking, StateRefused, committed_offsets
 from worker.kafka.publisher import Publisher
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
         listener=CommitOnRevoke(handler, settings.graceful_timeout_seconds),
         parser=_records_only,
         decoder=_whole_message,
+        include_in_schema=False,  # its typed twin is in worker.kafka.asyncapi
     )
 
     @subscriber
@@ -176,7 +178,10 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
         metrics.not_committing.set_function(handler.not_committing_seconds)
         metrics.lag(handler.lag)
     app = AsgiFastStream(
-        broker, asgi_routes=health_routes(checks, registry), logger=logging.getLogger("worker.app")
+        broker,
+        asgi_routes=health_routes(checks, registry),
+        logger=logging.getLogger("worker.app"),
+        specification=specification(settings),  # contracts/asyncapi.json; not served
     )
 
     async def redis_ready() -> None:
