@@ -4,16 +4,24 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration check-examples schemas bench bench-replay bench-settle bench-gateway bench-memory bench-rebuild bench-ready fuzz-long clean
+.PHONY: lock demo test lint typecheck unit integration check-examples schemas bench bench-replay bench-settle bench-gateway bench-memory bench-rebuild bench-ready fuzz-long clean
 
-$(STAMP): pyproject.toml
+# Installs the pinned versions of requirements-dev.lock (reproducible), then the project itself.
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -r requirements-dev.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# Re-pin after changing dependencies in pyproject.toml (uv's resolver; the locks hold every platform).
+lock: $(STAMP)
+	$(PY) -m pip install --quiet uv
+	$(PY) -m uv pip compile pyproject.toml --python-version 3.11 --universal -q -o requirements.lock
+	$(PY) -m uv pip compile pyproject.toml --extra dev --python-version 3.11 --universal -q -o requirements-dev.lock
+
 demo: $(STAMP)
-	$(PY) -m worker.demo
+	$(PY) -m worker.local.demo
 
 test: $(STAMP) lint typecheck
 	$(PY) -m contracts.export --check

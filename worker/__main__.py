@@ -79,8 +79,11 @@ def _gateway(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # the benchmark has its own options (python -m worker bench --help)
-        from worker.bench.kafka_bench import main as bench_main
-
+        try:
+            from worker.bench.kafka_bench import main as bench_main
+        except ImportError:  # the runtime wheel leaves the development tooling out
+            print("bench is development tooling: run it from a clone (make bench)", file=sys.stderr)
+            return 2
         return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="claims-worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -205,6 +205,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         prefix = f"bench{int(time.time())}"
         settings, env = _settings(broker.bootstrap_servers, redis.url, prefix, args.partitions)
         env["WORKER_REDIS_DURABILITY"] = args.durability
+        env["WORKER_METRICS_ENABLED"] = "true" if args.metrics == "on" else "false"
         members = args.claims // 4 if args.members is None else args.members
         print(f"broker: {broker.kind} at {broker.bootstrap_servers}; redis: {redis.url}; topics: {prefix}.*")
         await ensure_topics(settings)
@@ -288,6 +289,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "members": members,
             "account_credits": args.credits,
             "durability": args.durability,
+            "metrics": args.metrics,
             "saturation_claims_per_s": round(throughput),
             "worker_cpu_us_per_claim": round(1e6 * cpu_used / len(stamps)),
             "worker_peak_rss_mib": round(peak_mib),
@@ -325,6 +327,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--limit", type=float, default=900, help="give up after this many seconds")
     parser.add_argument("--keep", action="store_true", help="keep worker and broker logs")
+    parser.add_argument(
+        "--metrics",
+        choices=("on", "off"),
+        default="on",
+        help="the worker's Prometheus metrics (WORKER_METRICS_ENABLED); compare both in one session",
+    )
     parser.add_argument(
         "--durability",
         choices=("none", "local"),
