@@ -1,6 +1,7 @@
 """Command line: `python -m worker replay [FILE]`, `run` (the Kafka worker), `rebuild` (the state in Redis
-from the outbound topics), `compact` (archive claims past the retention window), `gateway` (the point-of-sale
-HTTP gateway; `gateway token FACILITY_ID` prints a token), `bench`."""
+from the outbound topics), `compact` (archive claims past the retention window), `inspect member|claim
+ID` (one member's or claim's state in plain words), `gateway` (the point-of-sale HTTP gateway; `gateway
+token FACILITY_ID` prints a token), `bench`."""
 
 from __future__ import annotations
 
@@ -54,6 +55,13 @@ def _compact(args: argparse.Namespace) -> int:
     seen, archived = asyncio.run(run())
     print(f"compact: {archived:,} of {seen:,} claim records archived (service years before {before})")
     return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from worker.ops.inspect import run_inspect
+    from worker.settings import load_settings
+
+    return run_inspect(load_settings(), args.what, args.id)
 
 
 def _gateway(args: argparse.Namespace) -> int:
@@ -121,6 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     gateway.add_argument("facility_id", nargs="?")
     gateway.add_argument("--ttl", type=int, default=3600, help="token lifetime in seconds (default 3600)")
     gateway.set_defaults(func=_gateway)
+    inspect = sub.add_parser(
+        "inspect",
+        help="show one member's state (profile, accumulators per year, balance, claims) or a claim's record",
+        epilog=settings_help,
+    )
+    inspect.add_argument("what", choices=["member", "claim"])
+    inspect.add_argument("id", help="member id or claim id")
+    inspect.set_defaults(func=_inspect)
     sub.add_parser("bench", help="end-to-end Kafka benchmark (python -m worker bench --help)")
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -222,6 +222,10 @@ def decode_record(claim_id: str, raw: bytes) -> ClaimRecord:
     )
 
 
+def _raw(value: bytes | str | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -600,6 +604,41 @@ class RedisStore:
                 for m, offset, raw in profiles
             ]
         )
+
+    # ---------------------------------------------------------------- operator reads (worker/ops/inspect.py)
+
+    async def member_state(self, member_id: str) -> tuple[bytes | None, Ledger | None, list[ClaimRecord]]:
+        """One member's profile (JSON), ledger and claim records, for `python -m worker inspect`."""
+        prefix = member_key(member_id, "")
+        profile = _raw(await self.redis.hget(member_key(member_id, "profile"), "d"))
+        ledger_raw = _raw(await self.redis.hget(member_key(member_id, "ledger"), "d"))
+        where: dict[str, Any] = {}  # the member's keys share one slot: one node to scan
+        if isinstance(self.redis, RedisCluster):
+            where["target_nodes"] = self.redis.get_node_from_key(prefix)
+        records = []
+        cursor: Any = 0
+        while True:
+            cursor, keys = await self.redis.execute_command(
+                "SCAN", cursor, "MATCH", record_key(prefix, "*"), "COUNT", 1000, **where
+            )
+            for key in keys:
+                raw = _raw(await self.redis.get(key))
+                if raw:
+                    records.append(decode_record(_text(key)[len(record_key(prefix, "")) :], raw))
+            if int(cursor) == 0:
+                break
+        return profile, decode_ledger(ledger_raw) if ledger_raw else None, records
+
+    async def claim_state(self, claim_id: str) -> tuple[str | None, ClaimRecord | None]:
+        """The member a claim id belongs to (None if unknown) and its record (archived ones too)."""
+        owner = _raw(await self.redis.get(claim_owner_key(claim_id)))
+        if owner is None:
+            return None, None
+        member_id = owner_member(owner)
+        if b"\x1f" in owner:
+            return member_id, archived_record(claim_id, owner)
+        raw = _raw(await self.redis.get(record_key(member_key(member_id, ""), claim_id)))
+        return member_id, decode_record(claim_id, raw) if raw else None
 
     # ---------------------------------------------------------------- the state marker (worker/marker.py)
 
