@@ -228,3 +228,14 @@ def test_the_asyncapi_document_is_the_apps_and_covers_every_topic_and_event() ->
         "MemberState",
     ):
         assert f'"{name}"' in text, name
+
+
+def test_the_readme_settings_table_names_every_setting() -> None:
+    from worker.settings import env_name
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("### Settings") : readme.index("### Delivery semantics")]
+    for field in Settings.model_fields:
+        name = env_name(field)
+        short = "_" + name.removeprefix("WORKER_TOPIC_") if name.startswith("WORKER_TOPIC_") else None
+        assert f"`{name}`" in table or (short and f"`{short}`" in table), name

@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     """`KAFKA_BOOTSTRAP_SERVERS` and `REDIS_URL` keep their conventional names; everything else is
     prefixed `WORKER_` (e.g. `WORKER_PARTITIONS=24`)."""
 
-    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore", use_attribute_docstrings=True)
 
     kafka_bootstrap_servers: str = Field("localhost:9092", validation_alias="KAFKA_BOOTSTRAP_SERVERS")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
