@@ -62,8 +62,14 @@ def make_pki(folder: Path) -> Pki:
     )
     paths.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     for common, cert_path, key_path, usage in (
-        ("127.0.0.1", paths.server_cert, paths.server_key, ExtendedKeyUsageOID.SERVER_AUTH),
-        ("claims", paths.client_cert, paths.client_key, ExtendedKeyUsageOID.CLIENT_AUTH),
+        # a server certificate is a client one too where servers talk to each other (Redis Cluster's bus)
+        (
+            "127.0.0.1",
+            paths.server_cert,
+            paths.server_key,
+            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        ),
+        ("claims", paths.client_cert, paths.client_key, [ExtendedKeyUsageOID.CLIENT_AUTH]),
     ):
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (
@@ -80,7 +86,7 @@ def make_pki(folder: Path) -> Pki:
                 ),
                 critical=False,
             )
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
             )

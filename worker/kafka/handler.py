@@ -131,11 +131,14 @@ class BatchHandler:
             flight = self.last = _Flight(batch, previous, [r.timestamp for r in chunk])
             if self.busy_since is None:
                 self.busy_since = time.monotonic()
-            for record in batch:  # until this worker commits there, lag counts from its first record
-                self.committed.setdefault(
-                    TopicPartition(record.source.topic, record.source.partition), record.source.offset
-                )
-            if self.metrics is not None:
+            if self.metrics is not None:  # until this worker commits there, lag counts from its first record
+                for tp in _partitions(batch):
+                    if tp not in self.committed:
+                        self.committed[tp] = min(
+                            r.source.offset
+                            for r in batch
+                            if r.source.partition == tp.partition and r.source.topic == tp.topic
+                        )
                 self.metrics.batch_records.observe(len(batch))
             task = asyncio.create_task(self._fly(flight, consumer))
             self.tasks.add(task)
