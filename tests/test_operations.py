@@ -239,3 +239,28 @@ def test_the_readme_settings_table_names_every_setting() -> None:
         name = env_name(field)
         short = "_" + name.removeprefix("WORKER_TOPIC_") if name.startswith("WORKER_TOPIC_") else None
         assert f"`{name}`" in table or (short and f"`{short}`" in table), name
+
+
+def test_the_batch_histogram_counts_like_prometheus_clients() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from worker.ops.metrics import LATENCY_BUCKETS, BatchHistogram
+
+    values = [0.0, 0.001, 0.0011, 0.02, 0.025, 0.5, 1.0, 7.0, 30.0, 31.0]
+    mine, theirs = CollectorRegistry(), CollectorRegistry()
+    batch = BatchHistogram("h_seconds", "h", LATENCY_BUCKETS)
+    mine.register(batch)
+    batch.observe_many(values[:4])
+    batch.observe_many(values[4:])
+    reference = Histogram("h_seconds", "h", buckets=LATENCY_BUCKETS, registry=theirs)
+    for value in values:
+        reference.observe(value)
+
+    def lines(registry: CollectorRegistry) -> list[str]:
+        return [
+            x
+            for x in generate_latest(registry).decode().splitlines()
+            if not x.startswith("h_seconds_created")
+        ]
+
+    assert lines(mine) == lines(theirs)

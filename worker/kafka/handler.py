@@ -323,10 +323,9 @@ class BatchHandler:
         assert metrics is not None
         metrics.answered(o.event for o in outgoing)
         now_ms = time.time() * 1000
-        observe = metrics.answer_seconds.observe
-        for stamp in flight.timestamps:
-            if stamp > 0:
-                observe(max(0.0, (now_ms - stamp) / 1000))
+        metrics.answer_seconds.observe_many(
+            max(0.0, (now_ms - stamp) / 1000) for stamp in flight.timestamps if stamp > 0
+        )
 
     def not_committing_seconds(self) -> float:
         """Seconds that records have been in flight without a commit (0 when idle or committing)."""

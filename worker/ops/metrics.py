@@ -7,13 +7,14 @@ as their templates and HTTP statuses — never a member, claim or request id.
 
 from __future__ import annotations
 
+import bisect
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from contracts.wire import Emitted
@@ -56,12 +57,12 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.answer_seconds = Histogram(
+        self.answer_seconds = BatchHistogram(
             p + "publish_to_answer_seconds",
             "From an inbound record's timestamp to its answers acknowledged by Kafka",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            LATENCY_BUCKETS,
         )
+        registry.register(self.answer_seconds)
         self.commit_seconds = Histogram(
             p + "commit_seconds", "Offset commit latency", buckets=LATENCY_BUCKETS, registry=registry
         )
@@ -100,6 +101,36 @@ class WorkerMetrics:
     def lag(self, read: Callable[[], Sequence[tuple[str, int, int]]]) -> None:
         """Register consumer lag per partition, read at each scrape: (topic, partition, lag)."""
         self.registry.register(_LagCollector(read))
+
+
+class BatchHistogram(Collector):
+    """A histogram observed a batch at a time: one value per record would cost prometheus_client's
+    lock and bucket walk per record (~1.5 µs, ~1% of a claim's CPU); a bisect into plain counters
+    costs a tenth of that. Read under the event loop, so no lock is needed."""
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = list(buckets)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        bounds, counts, place = self.bounds, self.counts, bisect.bisect_left
+        total = 0.0
+        for value in values:
+            counts[place(bounds, value)] += 1
+            total += value
+        self.total += total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        cumulative, running = [], 0
+        for bound, count in zip([*map(str, self.bounds), "+Inf"], self.counts, strict=True):
+            running += count
+            cumulative.append((bound, running))
+        family = HistogramMetricFamily(self.name, self.documentation)
+        family.add_metric([], cumulative, self.total)
+        yield family
 
 
 class _LagCollector(Collector):
