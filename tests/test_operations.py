@@ -257,10 +257,6 @@ def test_the_batch_histogram_counts_like_prometheus_clients() -> None:
         reference.observe(value)
 
     def lines(registry: CollectorRegistry) -> list[str]:
-        return [
-            x
-            for x in generate_latest(registry).decode().splitlines()
-            if "h_seconds_created" not in x
-        ]
+        return [x for x in generate_latest(registry).decode().splitlines() if "h_seconds_created" not in x]
 
     assert lines(mine) == lines(theirs)

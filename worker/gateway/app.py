@@ -11,6 +11,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
+import uvloop
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -30,6 +31,7 @@ from worker.gateway.replies import ReplyRouter
 from worker.kafka import clients
 from worker.kafka.reference import ReferenceFeed
 from worker.ops.metrics import GatewayMetrics, HttpMetricsMiddleware
+from worker.ops.serving import start_server, stop_on_signals
 from worker.runtime import settle_gc
 from worker.settings import Settings, load_settings
 
@@ -71,6 +73,7 @@ class Gateway:
         self.producer: AIOKafkaProducer | None = None
         self.counter: Counter | None = None
         self._starting: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()  # set once connected (the start-up timeout waits for it)
 
     async def start(self) -> None:
         """Connect in the background, retrying, so that the process serves `/livez` and an honest
@@ -113,6 +116,7 @@ class Gateway:
                     self.replies,
                     self.requests,
                 )
+                self.ready.set()
                 log.info(
                     "ready: %d facilities; policies %s",
                     len(self.facilities),
@@ -283,8 +287,8 @@ class _NotReady(Exception):
 
 
 def run_gateway(settings: Settings | None = None) -> int:
-    import uvicorn
-
+    """Serve until SIGTERM/SIGINT (requests in hand are answered first). Exit status: 0 after a
+    signal, 1 when not ready within WORKER_STARTUP_TIMEOUT_SECONDS, 2 when the port is unavailable."""
     settings = settings or load_settings()
     log.info(
         "gateway starting: %s; serving on %s:%d",
@@ -292,14 +296,39 @@ def run_gateway(settings: Settings | None = None) -> int:
         settings.gateway_host,
         settings.gateway_port,
     )
-    uvicorn.run(
-        create_gateway(settings),
-        host=settings.gateway_host,
-        port=settings.gateway_port,
-        loop="uvloop",
+    return int(uvloop.run(_serve(create_gateway(settings), settings)))
+
+
+async def _serve(app: FastAPI, settings: Settings) -> int:
+    stop = stop_on_signals()
+    server, serving = await start_server(
+        app,
+        settings.gateway_host,
+        settings.gateway_port,
         http="httptools",
-        access_log=False,
-        log_config=None,  # the product's JSON logs (worker.ops.logs), not uvicorn's format
         timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
     )
-    return 0
+    if serving.done():
+        log.critical("not starting: port %s:%d unavailable", settings.gateway_host, settings.gateway_port)
+        return 2
+    gateway: Gateway = app.state.gateway
+    code = 0
+    ready = asyncio.create_task(gateway.ready.wait())
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait(
+        {ready, stopping}, timeout=settings.startup_timeout_seconds, return_when=asyncio.FIRST_COMPLETED
+    )
+    if not done:
+        log.critical(
+            "not ready after %.0f s (WORKER_STARTUP_TIMEOUT_SECONDS): %s",
+            settings.startup_timeout_seconds,
+            "; ".join(await gateway.missing()),
+        )
+        code = 1
+    else:
+        await stopping
+    ready.cancel()
+    stopping.cancel()
+    server.should_exit = True
+    await serving
+    return code

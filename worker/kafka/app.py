@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
-import uvicorn
 import uvloop
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
@@ -36,6 +34,7 @@ from worker.kafka.reference import ReferenceFeed
 from worker.kafka.topics import ensure_topics
 from worker.ops.health import CHECK_TIMEOUT_SECONDS, health_routes
 from worker.ops.metrics import WorkerMetrics
+from worker.ops.serving import bound_port, start_server, stop_on_signals
 from worker.runtime import settle_gc
 from worker.settings import Settings, load_settings
 from worker.settlement import Settler
@@ -247,42 +246,19 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
     return app
 
 
-class _Server(uvicorn.Server):
-    """uvicorn serving only the health routes: the process, not uvicorn, owns the signals (uvicorn
-    would re-raise SIGTERM once it stops serving, before the worker's graceful shutdown)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 async def serve(app: AsgiFastStream, settings: Settings) -> int:
     """Serve `/livez`, `/readyz` and `/metrics` from the first moment, start the worker, and run it
     until SIGTERM/SIGINT; then land the batches in the air and stop. Exit status: 0 after a
     signal, 2 for a refused start (one line says why), 1 when not started within
     WORKER_STARTUP_TIMEOUT_SECONDS (Redis or Kafka never answered)."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    config = uvicorn.Config(
-        app,
-        host=settings.health_host,
-        port=settings.health_port,
-        lifespan="off",
-        log_config=None,
-        access_log=False,
-    )
-    server = _Server(config)
-    serving = asyncio.create_task(server.serve(), name="health")
-    while not server.started and not serving.done():  # noqa: ASYNC110 (uvicorn has no started event)
-        await asyncio.sleep(0.01)
+    stop = stop_on_signals()
+    server, serving = await start_server(app, settings.health_host, settings.health_port, lifespan="off")
     if serving.done():  # e.g. the port is taken
         log.critical(
             "not starting: health port %s:%d unavailable", settings.health_host, settings.health_port
         )
         return 2
-    port = server.servers[0].sockets[0].getsockname()[1]
+    port = bound_port(server)
     log.info(
         "health on %s:%d (/livez /readyz /metrics); %s", settings.health_host, port, settings.endpoints()
     )
