@@ -239,7 +239,12 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
         await feed.stop()
         await publisher.stop()
         await store.redis.aclose()
-        log.info("stopped after %d batches, %d records", handler.batches, handler.records)
+        log.info(
+            "stopped after %d batches, %d records",
+            handler.batches,
+            handler.records,
+            extra={"batches": handler.batches, "records": handler.records},
+        )
 
     app.context.set_global("handler", handler)
     app.context.set_global("startup", startup)

@@ -120,7 +120,8 @@ class BatchHandler:
         self.consumer = consumer
         for start in range(0, len(raw), size):
             if self.stopping:  # uncommitted, so redelivered after the restart
-                log.info("stopping: %d records left for redelivery", len(raw) - start)
+                left = len(raw) - start
+                log.info("stopping: %d records left for redelivery", left, extra={"records": left})
                 return
             chunk = raw[start : start + size]
             batch = [
@@ -225,6 +226,10 @@ class BatchHandler:
                     exc,
                     time.monotonic() - failing_since,
                     delay,
+                    extra={
+                        "records": len(live),
+                        "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in _partitions(live)),
+                    },
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_seconds)
@@ -304,7 +309,9 @@ class BatchHandler:
             if self.metrics is not None:
                 self.metrics.commit_failures.inc()
             log.warning(
-                "offset commit failed (%s); the batch will be redelivered and re-answered identically", exc
+                "offset commit failed (%s); the batch will be redelivered and re-answered identically",
+                exc,
+                extra={"offsets": {f"{tp.topic}:{tp.partition}": o for tp, o in offsets.items()}},
             )
             return
         now = time.monotonic()
@@ -366,4 +373,8 @@ class CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self.handler.assigned = set(assigned)
         if self.handler.metrics is not None:
             self.handler.metrics.rebalances.inc()
-        log.info("assigned %d partitions", len(assigned))
+        log.info(
+            "assigned %d partitions",
+            len(assigned),
+            extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)},
+        )
