@@ -117,7 +117,7 @@ async def test_replicas_waits_for_the_replica_and_holds_back_when_it_is_gone(
     harness = RedisHarness(store, policies)
     assert [a["type"] for a in await harness.send(_visit("C1"))] == ["claim.settled"]
     replica_client = Redis(host="127.0.0.1", port=replica)
-    assert await replica_client.exists("claim-owner:C1") == 1  # the replica had it before the answer
+    assert await replica_client.hexists(*store.claim_owner("C1")) == 1  # the replica had it before the answer
     # the replica stops acknowledging: a batch is not confirmed, so its answers are not given out
     await replica_client.shutdown(nosave=True)
     with pytest.raises(NotDurable, match="0 of 1 replicas"):
@@ -141,11 +141,45 @@ def test_a_new_deployment_may_start_and_lost_state_may_not() -> None:
 
 
 def test_a_marker_of_an_unknown_format_is_an_error() -> None:
-    with pytest.raises(ValueError, match="format '2'"):
+    with pytest.raises(ValueError, match="format '3'"):
+        parse_marker({"format": "3", "epoch": "e", "owner-buckets": "8"})
+    with pytest.raises(ValueError, match="rebuild"):  # format 1: a key per owner id, before buckets
+        parse_marker({"format": "1", "epoch": "e"})
+    with pytest.raises(ValueError, match="owner-buckets"):
         parse_marker({"format": "2", "epoch": "e"})
     assert parse_marker(
-        {"format": "1", "epoch": "e", "c:claims.inbound:3": "7", "p:members.profiles:0": "9"}
-    ) == (StateMarker("e", {("claims.inbound", 3): 7}, {("members.profiles", 0): 9}))
+        {
+            "format": "2",
+            "epoch": "e",
+            "owner-buckets": "64",
+            "c:claims.inbound:3": "7",
+            "p:members.profiles:0": "9",
+        }
+    ) == (StateMarker("e", {("claims.inbound", 3): 7}, {("members.profiles", 0): 9}, owner_buckets=64))
+
+
+async def test_every_process_adopts_the_owner_index_layout_of_the_marker(
+    client: Redis, policies: PolicyBook
+) -> None:
+    first = RedisStore(client, 3600, owner_buckets=8)
+    await first.load_scripts()
+    await first.create_marker("e1")
+    await RedisHarness(first, policies).send(_visit("C1"))
+    assert await client.hlen(first.claim_owner("C1")[0]) == 1
+    other = RedisStore(client, 3600, owner_buckets=4096)  # e.g. the gateway with another setting
+    await other.load_scripts()
+    assert await other.find_claim("C1") is None  # looked up in the wrong bucket
+    await other.adopt_marker()
+    assert other.owner_buckets == 8 and (await other.find_claim("C1")) is not None
+
+
+async def test_a_marker_of_the_old_layout_is_refused_with_the_rebuild_hint(client: Redis) -> None:
+    from worker.kafka.marking import Marking, StateRefused
+
+    await client.hset("state-marker", mapping={"format": "1", "epoch": "old"})
+    store = RedisStore(client, 3600)
+    with pytest.raises(StateRefused, match="python -m worker rebuild"):
+        await Marking(store).establish({})
 
 
 async def test_the_marker_never_moves_back_and_notices_lost_writes(client: Redis) -> None:
@@ -154,7 +188,7 @@ async def test_the_marker_never_moves_back_and_notices_lost_writes(client: Redis
     assert (await store.create_marker("e2")).epoch == first.epoch == "e1"  # the first worker's stands
     await store.advance_marker("e1", [("c:t:0", -1, 10)])
     await store.advance_marker("e1", [("c:t:0", 10, 5)])  # an older flight: no move back
-    assert (await store.read_marker()) == StateMarker("e1", {("t", 0): 10})
+    assert (await store.read_marker()) == StateMarker("e1", {("t", 0): 10}, owner_buckets=store.owner_buckets)
     with pytest.raises(StateLost, match="epoch"):
         await store.advance_marker("e0", [("c:t:0", 10, 20)])
     await client.hset("state-marker", "c:t:0", 4)  # as after a crash that lost the last writes

@@ -37,8 +37,7 @@ def _rebuild(args: argparse.Namespace) -> int:
 def _compact(args: argparse.Namespace) -> int:
     import asyncio
 
-    from worker.adapters.redis_client import connect_to
-    from worker.adapters.redis_store import RedisStore
+    from worker.adapters.redis_client import state_store
     from worker.clock import china_year
     from worker.settings import load_settings
 
@@ -46,8 +45,9 @@ def _compact(args: argparse.Namespace) -> int:
     before = china_year() - settings.claim_retention_years
 
     async def run() -> tuple[int, int]:
-        store = RedisStore(connect_to(settings), settings.answer_ttl_seconds)
+        store = state_store(settings)
         try:
+            await store.adopt_marker()
             return await store.archive_claims(before)
         finally:
             await store.redis.aclose()

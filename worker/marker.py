@@ -10,6 +10,8 @@ tell a Redis that lost its state from one that never had any:
   first offset lies beyond it means Redis lost writes since (a crash restored from an older file).
 - `profiles`: per `members.profiles` partition, the next offset already written to Redis, so that a
   starting worker catches up from there instead of re-reading the registry.
+- `owner_buckets`: the layout of the claim and request owner indexes (their bucket count), fixed for
+  the life of the state: every process reads it from here (format 2; format 1 had a key per id).
 
 `verdict` decides, before anything is consumed, whether the state may be used. It is pure: the Redis
 and Kafka reads are the callers'.
@@ -20,7 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-MARKER_FORMAT = 1
+MARKER_FORMAT = 2
+OWNER_BUCKETS_FIELD = "owner-buckets"
 Partition = tuple[str, int]
 
 
@@ -37,9 +40,13 @@ def parse_marker(fields: Mapping[str, str]) -> StateMarker:
     if fields.get("format") != str(MARKER_FORMAT) or not fields.get("epoch"):
         raise ValueError(
             f"the state marker has format {fields.get('format')!r}, epoch {fields.get('epoch')!r}; "
-            f"this worker reads format {MARKER_FORMAT}: upgrade the worker, or rebuild the state"
+            f"this version reads format {MARKER_FORMAT}: upgrade the worker, or rebuild the state "
+            f"(format 1 was written before the owner index was bucketed: {REBUILD_HINT})"
         )
-    marker = StateMarker(fields["epoch"])
+    buckets = fields.get(OWNER_BUCKETS_FIELD, "")
+    if not buckets.isdigit() or int(buckets) < 1:
+        raise ValueError(f"the state marker's {OWNER_BUCKETS_FIELD} is {buckets!r}; {REBUILD_HINT}")
+    marker = StateMarker(fields["epoch"], owner_buckets=int(buckets))
     for name, value in fields.items():
         kind, _, rest = name.partition(":")
         if kind in ("c", "p"):
@@ -57,6 +64,7 @@ class StateMarker:
     epoch: str
     consumed: dict[Partition, int] = field(default_factory=dict)
     profiles: dict[Partition, int] = field(default_factory=dict)
+    owner_buckets: int = 0
 
 
 REBUILD_HINT = (

@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     """The retention window: a claim stays fully reversible and duplicate-safe (the same answer again,
     or `DUPLICATE_CONFLICT`) until the end of its service year + this many years; then
     `python -m worker compact` archives it to its owner index (still never settled twice)."""
+    owner_index_buckets: int = Field(4096, ge=1, le=1 << 24)
+    """Buckets of the claim and request owner indexes: about (claim and request ids kept) / 100, e.g.
+    1 048 576 for a city of 50 million claims a year. Used when a state is created (first start,
+    rebuild) and kept in its marker; changing it later takes `python -m worker rebuild`."""
     answer_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
     """How long each message's answer is kept for redelivery (well beyond any commit delay)."""
     retry_max_seconds: float = Field(30.0, gt=0)

@@ -2,8 +2,8 @@
 -- decisions were computed from, and only if the claim/request ids it takes are free or its own.
 -- ARGV[1] expiry of message answers (s); ARGV[2] number of members; then per member a header
 --   member id, expected version, ledger JSON or '', #index keys, #answer keys, #other keys
--- followed by the values of its answer keys and other keys.
--- KEYS per member: ledger hash, index keys (global owner indexes; only when on this node),
+-- followed by the hash fields of its index keys, then the values of its answer keys and other keys.
+-- KEYS per member: ledger hash, index keys (owner index buckets; only when on this node),
 --   message-answer keys (written with expiry), other keys (claims, request answers, periods).
 -- Returns per member: the new version, -1 (its state moved on) or -2 (an id belongs to another member).
 local ttl = ARGV[1]
@@ -23,7 +23,7 @@ for m = 1, members do
     status = -1
   else
     for i = k, k + n_index - 1 do
-      local owner = redis.call('GET', KEYS[i])
+      local owner = redis.call('HGET', KEYS[i], ARGV[a + i - k])
       if owner then
         local cut = string.find(owner, '\31', 1, true)  -- an archived claim: member US facility US year
         if cut then
@@ -37,7 +37,7 @@ for m = 1, members do
   end
   if status == nil then
     for i = k, k + n_index - 1 do
-      redis.call('SET', KEYS[i], member)
+      redis.call('HSET', KEYS[i], ARGV[a + i - k], member)
     end
     status = tonumber(version) + 1
     if ledger ~= '' then
@@ -50,15 +50,16 @@ for m = 1, members do
       status = 0
     end
     local first = k + n_index
+    local v = a + n_index
     for i = 0, n_answers - 1 do
-      redis.call('SET', KEYS[first + i], ARGV[a + i], 'EX', ttl)
+      redis.call('SET', KEYS[first + i], ARGV[v + i], 'EX', ttl)
     end
     for i = 0, n_other - 1 do
-      redis.call('SET', KEYS[first + n_answers + i], ARGV[a + n_answers + i])
+      redis.call('SET', KEYS[first + n_answers + i], ARGV[v + n_answers + i])
     end
   end
   result[m] = status
   k = k + n_index + n_answers + n_other
-  a = a + n_answers + n_other
+  a = a + n_index + n_answers + n_other
 end
 return result

@@ -11,7 +11,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection
 
-from worker.adapters.redis_store import RedisClient
+from worker.adapters.redis_durability import Durability
+from worker.adapters.redis_store import RedisClient, RedisStore
 from worker.settings import Settings
 
 _pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
@@ -76,3 +77,14 @@ def connect_to(settings: Settings) -> RedisClient:
         if value
     }
     return connect(settings.redis_url.get_secret_value(), settings.redis_cluster, tls=tls)
+
+
+def state_store(settings: Settings, durable: bool = False) -> RedisStore:
+    """The state store every process uses; `durable` (the writers of member state: the worker and
+    rebuild) waits for the configured durability."""
+    durability = (
+        Durability.parse(settings.redis_durability, settings.redis_durability_timeout_ms) if durable else None
+    )
+    return RedisStore(
+        connect_to(settings), settings.answer_ttl_seconds, durability, settings.owner_index_buckets
+    )

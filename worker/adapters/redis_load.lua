@@ -1,7 +1,8 @@
 -- Read what a batch needs for several members, in one round trip and one consistent snapshot.
--- ARGV[1] = number of members; ARGV[1 + m] = how many string keys member m has after its two hashes.
+-- ARGV[1] = number of members; ARGV[1 + m] = how many string keys member m has after its two hashes;
+-- then the hash fields of the trailing keys.
 -- KEYS: per member: ledger hash, profile hash, its string keys (answers, claims, periods...);
--- then any trailing string keys (the global owner indexes, when they share the node).
+-- then any trailing hash keys (the global owner index buckets, when they share the node).
 -- Returns, per member: version, ledger JSON, profile JSON, its values; then the trailing values.
 local members = tonumber(ARGV[1])
 local out = {}
@@ -20,8 +21,9 @@ for m = 1, members do
   end
   k = k + 2 + n
 end
+local first = k
 for i = k, #KEYS do
   n_out = n_out + 1
-  out[n_out] = redis.call('GET', KEYS[i]) or ''
+  out[n_out] = redis.call('HGET', KEYS[i], ARGV[2 + members + i - first]) or ''
 end
 return out

@@ -40,7 +40,7 @@ from contracts.wire import MEMBER_STATE_KEY, Emitted
 from worker.adapters.redis_durability import Durability, check
 from worker.domain.state import Accumulators, ClaimRecord, Ledger, MemberView
 from worker.intake import Source
-from worker.marker import MARKER_FORMAT, StateLost, StateMarker, parse_marker
+from worker.marker import MARKER_FORMAT, OWNER_BUCKETS_FIELD, StateLost, StateMarker, parse_marker
 from worker.ports import Loaded, Plan, Restored, Wants
 
 RedisClient = Redis | RedisCluster
@@ -55,8 +55,16 @@ def member_key(member_id: str, *parts: str) -> str:
     return ":".join(("m", "{" + member_id + "}", *parts))
 
 
-def claim_owner_key(claim_id: str) -> str:
-    return f"claim-owner:{claim_id}"
+OWNER_BUCKETS_DEFAULT = 4096
+
+
+def owner_location(kind: str, ident: str, buckets: int) -> tuple[str, str]:
+    """Where the owner index keeps a claim id (`kind` "claim") or a request id ("request"): a field
+    of one of `buckets` hashes. A hash of ~100 short fields is stored as a listpack, ≈ 35 bytes a
+    field, where a key per id costs ≈ 90 (issue #10's memory budget); the hash tag spreads the
+    buckets over a cluster's slots."""
+    bucket = zlib.crc32(ident.encode()) % buckets
+    return f"{kind}-owner:{{{kind[0]}{bucket}}}", ident
 
 
 def archived_owner(member_id: str, facility_id: str | None, year: int) -> bytes:
@@ -84,10 +92,6 @@ def archived_record(claim_id: str, owner: bytes) -> ClaimRecord:
 def owner_member(value: bytes) -> str:
     """The member of an owner value (a member id, or an archived claim's stub)."""
     return value.split(b"\x1f", 1)[0].decode()
-
-
-def request_owner_key(request_id: str) -> str:
-    return f"request-owner:{request_id}"
 
 
 def source_key(prefix: str, source: Source) -> str:
@@ -222,6 +226,13 @@ def decode_record(claim_id: str, raw: bytes) -> ClaimRecord:
     )
 
 
+def _restore_command(op: str, key: str, field: str, value: bytes | str) -> tuple[Any, ...]:
+    """A restore write as a plain command (the cluster path of `RedisStore.restore`)."""
+    if op == "h":
+        return ("HSETNX", key, field, value)
+    return ("SET", key, value, "NX") if op == "n" else ("SET", key, value)
+
+
 def _raw(value: bytes | str | None) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
 
@@ -275,9 +286,16 @@ def unpack(blob: bytes) -> list[Emitted]:
 
 class RedisStore:
     def __init__(
-        self, client: RedisClient, answer_ttl_seconds: int, durability: Durability | None = None
+        self,
+        client: RedisClient,
+        answer_ttl_seconds: int,
+        durability: Durability | None = None,
+        owner_buckets: int = OWNER_BUCKETS_DEFAULT,
     ) -> None:
+        """`owner_buckets`: the owner index's bucket count for a new state; an existing state's is in
+        its marker and wins (`adopt_marker`)."""
         self.redis = client
+        self.owner_buckets = owner_buckets
         self.cluster = isinstance(client, RedisCluster)
         self.answer_ttl = answer_ttl_seconds
         self.durability = durability or Durability("none")
@@ -288,6 +306,12 @@ class RedisStore:
         }
         self._sha: dict[str, str] = {}
         self._profiles: dict[bytes, MemberProfile] = {}
+
+    def claim_owner(self, claim_id: str) -> tuple[str, str]:
+        return owner_location("claim", claim_id, self.owner_buckets)
+
+    def request_owner(self, request_id: str) -> tuple[str, str]:
+        return owner_location("request", request_id, self.owner_buckets)
 
     async def load_scripts(self) -> None:
         """(Re)load the Lua scripts; needed at start and after a Redis restart (NOSCRIPT)."""
@@ -387,12 +411,12 @@ class RedisStore:
         (on a single Redis, in the same call) the global owner indexes of the ids asked about."""
         groups = self._groups(wants)
         calls: list[Call] = []
-        separate_owner_keys: list[str] = []
+        separate_owners: list[tuple[str, str]] = []
         sizes: list[int] = []  # per group: the length of its members' sections in the reply
         for group in groups:
             keys: list[str] = []
             counts: list[int] = []
-            owner_keys: list[str] = []
+            owners: list[tuple[str, str]] = []
             for member_id in group:
                 want = wants[member_id]
                 prefix = member_key(member_id, "")
@@ -402,22 +426,23 @@ class RedisStore:
                     keys.append(source_key(prefix, source))
                 for claim_id in want.claim_ids:
                     keys.append(record_key(prefix, claim_id))
-                    owner_keys.append(claim_owner_key(claim_id))
+                    owners.append(self.claim_owner(claim_id))
                 for request_id in want.request_ids:
                     keys.append(answer_key(prefix, request_id))
-                    owner_keys.append(request_owner_key(request_id))
+                    owners.append(self.request_owner(request_id))
                 for period in want.period_keys:
                     keys.append(period_marker_key(prefix, period))
                 counts.append(
                     len(want.sources) + len(want.claim_ids) + len(want.request_ids) + len(want.period_keys)
                 )
             sizes.append(sum(counts) + 3 * len(group))
-            if self.cluster:  # other slots: read with plain GETs below
-                separate_owner_keys += owner_keys
-                owner_keys = []
-            keys += owner_keys
-            calls.append(("evalsha", (self._sha["load"], len(keys), *keys, len(group), *counts), {}))
-        calls += [("get", (key,), {}) for key in separate_owner_keys]
+            if self.cluster:  # other slots: read with plain HGETs below
+                separate_owners += owners
+                owners = []
+            keys += [key for key, _ in owners]
+            fields = [field for _, field in owners]
+            calls.append(("evalsha", (self._sha["load"], len(keys), *keys, len(group), *counts, *fields), {}))
+        calls += [("hget", owner, {}) for owner in separate_owners]
         results = await self._batch(calls)
         loaded: dict[str, Loaded] = {}
         foreign: list[tuple[str, str, str, bool]] = []  # (member, claim or request id, owner, is claim)
@@ -532,13 +557,16 @@ class RedisStore:
         """Apply each plan atomically; returns the members whose state had moved on (another writer
         got there first) or whose new ids another member holds: their messages are decided again."""
         conflicts: set[str] = set()
-        if self.cluster:  # the owner indexes live in other slots: take them first, with SET NX GET
-            index = [(p.member_id, claim_owner_key(c)) for p in plans for c in p.new_claim_ids]
-            index += [(p.member_id, request_owner_key(r)) for p in plans for r in p.new_request_ids]
+        if self.cluster:  # the owner indexes live in other slots: take them first (set if absent, read)
+            index = [(p.member_id, self.claim_owner(c)) for p in plans for c in p.new_claim_ids]
+            index += [(p.member_id, self.request_owner(r)) for p in plans for r in p.new_request_ids]
             if index:
-                sets: list[Write] = [(("SET", key, mid, "NX", "GET"), {"get": True}) for mid, key in index]
-                for (member_id, _), previous in zip(index, await self._write(sets), strict=True):
-                    if previous is not None and owner_member(previous) != member_id:
+                sets: list[Write] = []
+                for member_id, (key, field) in index:
+                    sets += [(("HSETNX", key, field, member_id), {}), (("HGET", key, field), {})]
+                owners = (await self._write(sets))[1::2]
+                for (member_id, _), owner in zip(index, owners, strict=True):
+                    if owner is not None and owner_member(owner) != member_id:
                         conflicts.add(member_id)
         by_member = {p.member_id: p for p in plans if p.member_id not in conflicts}
         groups = self._groups(by_member)
@@ -558,13 +586,12 @@ class RedisStore:
     def _apply_section(self, plan: Plan, keys: list[str], args: list[Any]) -> None:
         prefix = member_key(plan.member_id, "")
         keys.append(prefix + "ledger")
-        index_count = 0
+        index_fields: list[str] = []
         if not self.cluster:
-            for claim_id in plan.new_claim_ids:
-                keys.append(claim_owner_key(claim_id))
-            for request_id in plan.new_request_ids:
-                keys.append(request_owner_key(request_id))
-            index_count = len(plan.new_claim_ids) + len(plan.new_request_ids)
+            owners = [self.claim_owner(c) for c in plan.new_claim_ids]
+            owners += [self.request_owner(r) for r in plan.new_request_ids]
+            keys += [key for key, _ in owners]
+            index_fields = [field for _, field in owners]
         values: list[bytes] = []
         for source, digest, events in plan.answers:
             keys.append(source_key(prefix, source))
@@ -580,11 +607,12 @@ class RedisStore:
             values.append(b"1")
         ledger = encode_ledger(plan.ledger) if plan.ledger is not None else b""
         others = len(plan.claims) + len(plan.requests) + len(plan.periods)
-        args += [plan.member_id, plan.version, ledger, index_count, len(plan.answers), others]
+        args += [plan.member_id, plan.version, ledger, len(index_fields), len(plan.answers), others]
+        args += index_fields
         args += values
 
     async def find_claim(self, claim_id: str) -> ClaimRecord | None:
-        owner: bytes | None = await self.redis.get(claim_owner_key(claim_id))  # type: ignore[assignment]
+        owner = _raw(await self.redis.hget(*self.claim_owner(claim_id)))
         if owner is None or b"\x1f" in owner:  # never settled, or archived (nothing kept to show)
             return None
         value: bytes | None = await self.redis.get(  # type: ignore[assignment]
@@ -631,7 +659,7 @@ class RedisStore:
 
     async def claim_state(self, claim_id: str) -> tuple[str | None, ClaimRecord | None]:
         """The member a claim id belongs to (None if unknown) and its record (archived ones too)."""
-        owner = _raw(await self.redis.get(claim_owner_key(claim_id)))
+        owner = _raw(await self.redis.hget(*self.claim_owner(claim_id)))
         if owner is None:
             return None, None
         member_id = owner_member(owner)
@@ -655,11 +683,21 @@ class RedisStore:
             [
                 (("HSETNX", MARKER_KEY, "format", MARKER_FORMAT), {}),
                 (("HSETNX", MARKER_KEY, "epoch", epoch), {}),
+                (("HSETNX", MARKER_KEY, OWNER_BUCKETS_FIELD, self.owner_buckets), {}),
                 *((("HSETNX", MARKER_KEY, name, value), {}) for name, value in (fields or {}).items()),
             ]
         )
-        marker = await self.read_marker()
+        marker = await self.adopt_marker()
         assert marker is not None
+        return marker
+
+    async def adopt_marker(self) -> StateMarker | None:
+        """The marker, if any, with its layout adopted (the owner index's bucket count). Every
+        process reads the state through this before using it. Raises ValueError for a marker this
+        version cannot read (the message says to rebuild)."""
+        marker = await self.read_marker()
+        if marker is not None:
+            self.owner_buckets = marker.owner_buckets
         return marker
 
     async def advance_marker(self, epoch: str, fields: Sequence[tuple[str, int, int]]) -> None:
@@ -724,13 +762,14 @@ class RedisStore:
                     stored[claim_id] = decode_record(claim_id, value)
         records: dict[str, tuple[ClaimRecord, bool]] = {}  # claim id → (record, overwrite)
         ledgers: dict[str, tuple[int, list[Any]]] = {}  # member → the batch's ledger with most changes
-        sets: list[tuple[str, str, bytes | str]] = []  # (op: n = if absent, s = always; key; value)
+        sets: list[tuple[str, str, str, bytes | str]] = []  # (op, key, hash field or '', value)
+        # op: n = set if absent, s = set, h = hash field if absent
         for item in items:
             prefix = member_key(item.member_id, "")
             if item.kind == "settled" and item.ident and item.record is not None:
                 if item.ident not in records and item.ident not in stored:
                     records[item.ident] = (item.record, False)
-                sets.append(("n", claim_owner_key(item.ident), item.member_id))
+                sets.append(("h", *self.claim_owner(item.ident), item.member_id))
             elif item.kind == "reversed" and item.ident:
                 known = records.get(item.ident)
                 record = known[0] if known else stored.get(item.ident)
@@ -738,26 +777,26 @@ class RedisStore:
                     record = dataclasses.replace(record, reversed=item.event)
                     records[item.ident] = (record, known[1] if known else True)
             elif item.kind == "answer" and item.ident is not None:
-                sets.append(("n", answer_key(prefix, item.ident), stored_answer([item.event])))
-                sets.append(("n", request_owner_key(item.ident), item.member_id))
+                sets.append(("n", answer_key(prefix, item.ident), "", stored_answer([item.event])))
+                sets.append(("h", *self.request_owner(item.ident), item.member_id))
             if item.period is not None:
-                sets.append(("s", period_marker_key(prefix, item.period), b"1"))
+                sets.append(("s", period_marker_key(prefix, item.period), "", b"1"))
             if item.ledger is not None:
                 best = ledgers.get(item.member_id)
                 if best is None or item.changes > best[0]:
                     ledgers[item.member_id] = (item.changes, item.ledger)
         for claim_id, (record, overwrite) in records.items():
             key = record_key(member_key(record.member_id, ""), claim_id)
-            sets.append(("s" if overwrite else "n", key, encode_record(record)))
+            sets.append(("s" if overwrite else "n", key, "", encode_record(record)))
         sha = self._sha["restore"]
         if not self.cluster:  # one script call: one reply for the whole batch
             keys = [member_key(m, "ledger") for m in ledgers]
             args: list[Any] = [len(ledgers)]
             for changes, flat in ledgers.values():
                 args += (changes, orjson.dumps([LEDGER_FORMAT, *flat]))
-            for op, key, value in sets:
+            for op, key, field, value in sets:
                 keys.append(key)
-                args += (op, value)
+                args += (op, field, value)
             await self._write([(("EVALSHA", sha, len(keys), *keys, *args), {})])
             return
         writes: list[Write] = [
@@ -775,9 +814,7 @@ class RedisStore:
             )
             for m, (changes, flat) in ledgers.items()
         ]
-        writes += [
-            (("SET", key, value, "NX") if op == "n" else ("SET", key, value), {}) for op, key, value in sets
-        ]
+        writes += [(_restore_command(op, key, field, value), {}) for op, key, field, value in sets]
         await self._write(writes)
 
     # ---------------------------------------------------------------- retention (python -m worker compact)
@@ -801,7 +838,7 @@ class RedisStore:
                 record = decode_record(claim_id, value)
                 if record.year < before_year:
                     owner = archived_owner(record.member_id, record.facility_id, record.year)
-                    stubs.append((("SET", claim_owner_key(claim_id), owner), {}))
+                    stubs.append((("HSET", *self.claim_owner(claim_id), owner), {}))
                     drops.append((("UNLINK", key), {}))
             if stubs:
                 await self._write(stubs)

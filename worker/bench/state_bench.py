@@ -110,7 +110,8 @@ async def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
     redis = start_redis(use_env=False)
     try:
         client = connect(redis.url, cluster=False)
-        store = RedisStore(client, 3600)
+        # the owner index sized as the settings say: about (claim and request ids kept) / 100
+        store = RedisStore(client, 3600, owner_buckets=max(1, (args.claims + args.members) // 100))
         await store.load_scripts()
         facilities: dict[str, FacilityRegistered] = {}
         settler = Settler(store, load_policies(), facilities, stamp_state=True)

@@ -20,8 +20,7 @@ from starlette.routing import Route
 from contracts import openapi
 from contracts.inbound import FacilityRegistered
 from contracts.types import ID_RE
-from worker.adapters.redis_client import connect_to
-from worker.adapters.redis_store import RedisStore
+from worker.adapters.redis_client import state_store
 from worker.adapters.request_log import RequestLog
 from worker.clock import now_text
 from worker.domain.policy import load_policies
@@ -64,7 +63,7 @@ class Gateway:
         )
         self.policies = load_policies()
         self.facilities: dict[str, FacilityRegistered] = {}
-        self.store = RedisStore(connect_to(settings), settings.answer_ttl_seconds)
+        self.store = state_store(settings)
         self.replies = ReplyRouter(settings)
         self.feed = ReferenceFeed(settings, None, self.facilities, None)
         self.requests = RequestLog(
@@ -86,6 +85,7 @@ class Gateway:
             try:
                 await self.store.redis.ping()
                 await self.store.load_scripts()
+                await self.store.adopt_marker()  # the state's owner-index layout
                 if self.producer is None:
                     producer = clients.producer(
                         self.settings,

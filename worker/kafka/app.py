@@ -21,9 +21,8 @@ from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
 from contracts.inbound import FacilityRegistered
-from worker.adapters.redis_client import connect_to
-from worker.adapters.redis_durability import Durability, DurabilityError
-from worker.adapters.redis_store import RedisStore
+from worker.adapters.redis_client import state_store
+from worker.adapters.redis_durability import DurabilityError
 from worker.domain.policy import load_policies
 from worker.kafka import clients
 from worker.kafka.asyncapi import specification
@@ -94,11 +93,7 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
     startup = Startup()
     policies = load_policies()
     facilities: dict[str, FacilityRegistered] = {}
-    store = RedisStore(
-        connect_to(settings),
-        settings.answer_ttl_seconds,
-        Durability.parse(settings.redis_durability, settings.redis_durability_timeout_ms),
-    )
+    store = state_store(settings, durable=True)
     publisher = Publisher(settings)
     marking = Marking(store)
     timing = None

@@ -64,7 +64,10 @@ class Marking:
     async def establish(self, committed: dict[Partition, tuple[int, str]]) -> StateMarker:
         """Check the marker against the committed offsets; create one for a new deployment. Raises
         `StateRefused` when the state was lost or belongs to something else."""
-        marker = await self.store.read_marker()
+        try:
+            marker = await self.store.adopt_marker()
+        except ValueError as exc:  # a marker this version cannot read
+            raise StateRefused(str(exc)) from None
         refusal = verdict(marker, committed)
         if refusal is not None:
             raise StateRefused(refusal)

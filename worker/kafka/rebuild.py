@@ -29,8 +29,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from contracts.outbound import MEMBER_STATE_FORMAT
 from contracts.wire import Emitted
-from worker.adapters.redis_client import connect_to
-from worker.adapters.redis_durability import Durability
+from worker.adapters.redis_client import state_store
 from worker.adapters.redis_store import RedisStore
 from worker.clock import china_year
 from worker.domain.state import Accumulators, ClaimRecord
@@ -126,11 +125,7 @@ def restored(value: bytes) -> Restored | None:
 
 
 async def rebuild(settings: Settings, batch: int = 5000) -> Progress:
-    store = RedisStore(
-        connect_to(settings),
-        settings.answer_ttl_seconds,
-        Durability.parse(settings.redis_durability, settings.redis_durability_timeout_ms),
-    )
+    store = state_store(settings, durable=True)
     consumer = clients.consumer(
         settings,
         group_id=None,

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from contracts.types import ID_RE
-from worker.adapters.redis_client import connect_to
+from worker.adapters.redis_client import state_store
 from worker.adapters.redis_store import RedisStore
 from worker.domain.state import ClaimRecord, Ledger
 from worker.settings import Settings
@@ -98,8 +98,9 @@ def run_inspect(settings: Settings, what: str, ident: str) -> int:
         return 2
 
     async def run() -> list[str]:
-        store = RedisStore(connect_to(settings), settings.answer_ttl_seconds)
+        store = state_store(settings)
         try:
+            await store.adopt_marker()
             return await (_member(store, ident) if what == "member" else _claim(store, ident))
         finally:
             await store.redis.aclose()
