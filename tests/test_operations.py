@@ -260,3 +260,12 @@ def test_the_batch_histogram_counts_like_prometheus_clients() -> None:
         return [x for x in generate_latest(registry).decode().splitlines() if "h_seconds_created" not in x]
 
     assert lines(mine) == lines(theirs)
+
+
+def test_endpoints_hide_only_what_is_secret() -> None:
+    plain = Settings(REDIS_URL="redis://127.0.0.1:6380/0")  # type: ignore[call-arg]
+    assert plain.secret_values() == [] and "redis://127.0.0.1:6380/0" in plain.endpoints()
+    with_password = Settings(REDIS_URL="rediss://claims:pa55-word@redis.example:6380/0")  # type: ignore[call-arg]
+    assert with_password.secret_values() == ["pa55-word"]
+    assert "pa55-word" not in with_password.endpoints() and "claims" not in with_password.endpoints()
+    assert "rediss://redis.example:6380/0" in with_password.endpoints()

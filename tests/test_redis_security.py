@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from tests.gateway_support import GatewayProcess, auth
 from tests.kafka_support import Cluster, actual_streams, expected_streams, split_reference
 from tests.tls_support import Pki, make_pki
 from worker.local.kafka_io import WorkerProcess
-from worker.local.services import Broker, free_port, wait_for_port
+from worker.local.services import Broker, create_cluster, free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,31 +96,7 @@ class TlsRedis:
         for port, process in zip(self.ports, self.processes, strict=True):
             wait_for_port(port, process=process)
         if cluster:
-            subprocess.run(
-                [
-                    *self._cli(),
-                    "--cluster",
-                    "create",
-                    *[f"127.0.0.1:{p}" for p in self.ports],
-                    "--cluster-replicas",
-                    "0",
-                    "--cluster-yes",
-                ],
-                check=True,
-                capture_output=True,
-                timeout=60,
-            )
-            deadline = time.monotonic() + 30
-            while (
-                b"cluster_state:ok"
-                not in subprocess.run(
-                    [*self._cli(), "-p", str(self.ports[0]), "cluster", "info"],
-                    capture_output=True,
-                    check=False,
-                ).stdout
-            ):
-                assert time.monotonic() < deadline, "cluster not ok"
-                time.sleep(0.2)
+            create_cluster(self.ports, self._cli())
 
     def _cli(self) -> list[str]:
         return [

@@ -167,9 +167,8 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every secret of the settings, for the log redactor (worker.ops.logs)."""
-        out = [self.redis_url.get_secret_value()]
-        password = urlsplit(out[0]).password
-        out += [password] if password else []
+        password = urlsplit(self.redis_url.get_secret_value()).password  # the URL's only secret
+        out = [password] if password else []
         for secret in (self.kafka_sasl_password, self.gateway_jwt_secret):
             if secret is not None:
                 out.append(secret.get_secret_value())

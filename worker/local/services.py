@@ -17,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,33 +226,37 @@ def start_redis(
             )
         for port, process in zip(ports, started.processes, strict=True):
             wait_for_port(port, process=process)
-        subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *[f"127.0.0.1:{p}" for p in ports],
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        _wait_cluster_ok(ports[0])
+        create_cluster(ports)
         return RedisService(f"redis://127.0.0.1:{ports[0]}/0", True, started, ports)
     except Exception:
         started.close()
         raise
 
 
-def _wait_cluster_ok(port: int, timeout: float = 30.0) -> None:
+def create_cluster(ports: Sequence[int], cli: Sequence[str] = ("redis-cli",)) -> None:
+    """Join the nodes into a cluster without replicas and wait until it serves. `cli`: redis-cli
+    with its connection options (TLS, user)."""
+    subprocess.run(
+        [
+            *cli,
+            "--cluster",
+            "create",
+            *[f"127.0.0.1:{p}" for p in ports],
+            "--cluster-replicas",
+            "0",
+            "--cluster-yes",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    _wait_cluster_ok(ports[0], cli)
+
+
+def _wait_cluster_ok(port: int, cli: Sequence[str] = ("redis-cli",), timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        info = subprocess.run(
-            ["redis-cli", "-p", str(port), "cluster", "info"], capture_output=True, text=True
-        )
+        info = subprocess.run([*cli, "-p", str(port), "cluster", "info"], capture_output=True, text=True)
         if "cluster_state:ok" in info.stdout:
             return
         time.sleep(0.2)
