@@ -101,9 +101,10 @@ async def _state(url: str) -> dict[str, Any]:
         await client.aclose()
 
 
-def _rebuild(world: Cluster) -> subprocess.CompletedProcess[str]:
+def _rebuild(world: Cluster, jobs: int = 2) -> subprocess.CompletedProcess[str]:
+    """`python -m worker rebuild --jobs N`: N processes restore the partitions (1: in the command's own)."""
     return subprocess.run(
-        [sys.executable, "-m", "worker", "rebuild"],
+        [sys.executable, "-m", "worker", "rebuild", "--jobs", str(jobs)],
         # the synthetic claims are of 2023: a window long enough that the rebuild archives none
         # (as the uninterrupted run, which never ran `compact`)
         env={**os.environ, **world.env, "WORKER_CLAIM_RETENTION_YEARS": "50"},
@@ -216,7 +217,7 @@ async def test_redis_crash_losing_its_last_writes_is_noticed_and_rebuilt(
         assert len(await world.outputs(answered + 1, 5)) == answered  # nothing answered on old state
 
         assert "older than the committed offsets" in world.refused_start()
-        done = _rebuild(world)
+        done = _rebuild(world, jobs=1)
         assert done.returncode == 0, done.stderr[-3000:]
         world.worker().start()
         await world.publish(claims_two)

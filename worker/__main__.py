@@ -6,6 +6,7 @@ token FACILITY_ID` prints a token), `bench`."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -31,7 +32,7 @@ def _run(args: argparse.Namespace) -> int:
 def _rebuild(args: argparse.Namespace) -> int:
     from worker.kafka.rebuild import run_rebuild
 
-    return run_rebuild()
+    return run_rebuild(args.jobs)
 
 
 def _compact(args: argparse.Namespace) -> int:
@@ -112,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         "rebuild",
         help="restore the state in Redis from claims.settled and accounts.ledger (workers stopped)",
         epilog=settings_help,
+    )
+    rebuild.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="processes restoring partitions in parallel (default: min(2, CPUs))",
     )
     rebuild.set_defaults(func=_rebuild)
     compact = sub.add_parser(

@@ -86,7 +86,7 @@ async def bench_rebuild(args: argparse.Namespace) -> dict[str, Any]:
         await client.aclose()
         os.environ.update(env)
         started = time.monotonic()
-        progress = await rebuild(settings)
+        progress = await rebuild(settings, jobs=args.jobs)
         elapsed = time.monotonic() - started
         print(
             f"rebuild: {progress.read:,} events read and restored at {progress.rate:,.0f} events/s; "
@@ -216,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="which", required=True)
     one = sub.add_parser("rebuild")
     one.add_argument("--claims", type=int, default=200_000)
+    one.add_argument(
+        "--jobs", type=int, default=2, help="restoring processes (python -m worker rebuild --jobs)"
+    )
     three = sub.add_parser("memory")
     three.add_argument("--claims", type=int, default=100_000)
     three.add_argument("--members", type=int, default=10_000)

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
 import sys
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import orjson
@@ -124,9 +127,8 @@ def restored(value: bytes) -> Restored | None:
     )
 
 
-async def rebuild(settings: Settings, batch: int = 5000) -> Progress:
-    store = state_store(settings, durable=True)
-    consumer = clients.consumer(
+def _consumer(settings: Settings) -> AIOKafkaConsumer:
+    return clients.consumer(
         settings,
         group_id=None,
         enable_auto_commit=False,
@@ -134,6 +136,15 @@ async def rebuild(settings: Settings, batch: int = 5000) -> Progress:
         client_id="claims-worker-rebuild",
         max_partition_fetch_bytes=8 << 20,
     )
+
+
+async def rebuild(settings: Settings, batch: int = 5000, jobs: int = 1) -> Progress:
+    """Wipe, restore, archive, mark. `jobs` > 1 restores the outbound partitions in that many
+    processes at once: what a batch restores depends only on its own partition (a claim's settlement
+    and reversal share the member's partition; ledgers keep the one with most changes, whatever
+    the order), so the partitions can be read in parallel."""
+    store = state_store(settings, durable=True)
+    consumer = _consumer(settings)
     try:
         await store.load_scripts()
         await store.check_durability()
@@ -141,7 +152,11 @@ async def rebuild(settings: Settings, batch: int = 5000) -> Progress:
         deleted = await store.wipe_state()
         print(f"rebuild: marker and {deleted:,} keys of member state deleted", file=sys.stderr, flush=True)
         await consumer.start()
-        progress = await _restore_topics(consumer, store, settings, batch)
+        partitions = await _partitions(consumer, settings)
+        if jobs <= 1:
+            progress = await _restore_topics(consumer, store, partitions, batch)
+        else:
+            progress = await _restore_in_processes(settings, partitions, batch, jobs)
         if progress.unstamped:
             raise RebuildIncomplete(
                 f"{progress.unstamped} state-changing events carry no member_state (published by a worker "
@@ -169,15 +184,66 @@ async def rebuild(settings: Settings, batch: int = 5000) -> Progress:
         await store.redis.aclose()
 
 
-async def _restore_topics(
-    consumer: AIOKafkaConsumer, store: RedisStore, settings: Settings, batch: int
-) -> Progress:
+async def _partitions(consumer: AIOKafkaConsumer, settings: Settings) -> list[TopicPartition]:
     await consumer.topics()
-    partitions = [
+    return [
         TopicPartition(topic, p)
         for topic in (settings.topic_settled, settings.topic_ledger)
         for p in sorted(consumer.partitions_for_topic(topic) or ())
     ]
+
+
+async def _restore_in_processes(
+    settings: Settings, partitions: list[TopicPartition], batch: int, jobs: int
+) -> Progress:
+    groups = [[(tp.topic, tp.partition) for tp in partitions[i::jobs]] for i in range(jobs)]
+    started = time.monotonic()
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        counts = await asyncio.gather(
+            *(
+                loop.run_in_executor(pool, _restore_job, settings, group, batch, os.getpid())
+                for group in groups
+                if group
+            )
+        )
+    progress = Progress(sum(c[0] for c in counts), started=started, finished=time.monotonic())
+    progress.read, progress.restored, progress.unstamped = (sum(c[i] for c in counts) for i in (1, 2, 3))
+    progress.show(final=True)
+    return progress
+
+
+def _restore_job(
+    settings: Settings, group: list[tuple[str, int]], batch: int, parent: int
+) -> tuple[int, int, int, int]:
+    """One process's share of a rebuild: (total, read, restored, unstamped) of its partitions. It
+    stops when its parent is gone (a killed rebuild must not keep writing under the next one)."""
+
+    async def run() -> Progress:
+        store = state_store(settings, durable=True)
+        consumer = _consumer(settings)
+        try:
+            await store.load_scripts()
+            await store.check_durability()
+            await consumer.start()
+            return await _restore_topics(
+                consumer, store, [TopicPartition(t, p) for t, p in group], batch, parent
+            )
+        finally:
+            await consumer.stop()
+            await store.redis.aclose()
+
+    progress = asyncio.run(run())
+    return progress.total, progress.read, progress.restored, progress.unstamped
+
+
+async def _restore_topics(
+    consumer: AIOKafkaConsumer,
+    store: RedisStore,
+    partitions: list[TopicPartition],
+    batch: int,
+    parent: int | None = None,
+) -> Progress:
     consumer.assign(partitions)
     await consumer.seek_to_beginning(*partitions)
     starts = await consumer.beginning_offsets(partitions)
@@ -185,6 +251,8 @@ async def _restore_topics(
     progress = Progress(sum(ends[tp] - starts[tp] for tp in partitions), started=time.monotonic())
     writes: asyncio.Task[None] | None = None
     while True:  # to the end offsets, then until a poll finds nothing (the workers are stopped)
+        if parent is not None and os.getppid() != parent:
+            raise SystemExit("rebuild: the parent process is gone; stopping")
         fetched = await consumer.getmany(timeout_ms=1000, max_records=batch)
         if not any(fetched.values()):
             if all([await consumer.position(tp) >= ends[tp] for tp in partitions]):
@@ -223,12 +291,12 @@ def _items(records: Sequence[ConsumerRecord[bytes, bytes]], progress: Progress) 
     return out
 
 
-def run_rebuild(argv: Sequence[str] = ()) -> int:
+def run_rebuild(jobs: int = 1) -> int:
     """CLI entry: exit 0 once the marker is written, 1 if the rebuild is incomplete."""
     settings = load_settings()
     log.info("rebuild: %s", settings.endpoints())
     try:
-        asyncio.run(rebuild(settings))
+        asyncio.run(rebuild(settings, jobs=jobs))
     except RebuildIncomplete as exc:
         print(f"rebuild: incomplete: {exc}", file=sys.stderr)
         return 1
