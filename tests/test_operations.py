@@ -66,8 +66,10 @@ def test_unknown_worker_variables_are_named() -> None:
 def test_help_lists_options_with_defaults() -> None:
     done = _run({}, "run", "--help")
     assert done.returncode == 0 and "README" in done.stdout
+    done = _run({}, "rebuild", "--help")
+    assert done.returncode == 0 and "--jobs" in done.stdout and "(default: " in done.stdout
     done = _run({}, "gateway", "--help")
-    assert done.returncode == 0 and "default 3600" in done.stdout and "README" in done.stdout
+    assert done.returncode == 0 and "default: 3600" in done.stdout and "README" in done.stdout
 
 
 def _record(message: str, level: int = logging.INFO, **extra: object) -> logging.LogRecord:

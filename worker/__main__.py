@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -96,20 +97,23 @@ def main(argv: list[str] | None = None) -> int:
         return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="claims-worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """A command whose --help lists every option with its default."""
+        return sub.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
+
     settings_help = (
         "Settings come from the environment: KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL, "
         "KAFKA_SASL_*, KAFKA_SSL_*, REDIS_URL, REDIS_SSL_*, and WORKER_* (e.g. WORKER_PARTITIONS, "
         "WORKER_LOG_LEVEL, WORKER_HEALTH_PORT). The README's 'Settings' table lists every one with "
         "its default; a bad value exits with status 2 and one line naming the variable."
     )
-    replay = sub.add_parser("replay", help="replay inbound JSONL (FILE or stdin) to outbound JSONL on stdout")
+    replay = add("replay", help="replay inbound JSONL (FILE or stdin) to outbound JSONL on stdout")
     replay.add_argument("file", nargs="?")
     replay.set_defaults(func=_replay)
-    run = sub.add_parser(
-        "run", help="run the Kafka worker (settings from the environment)", epilog=settings_help
-    )
+    run = add("run", help="run the Kafka worker (settings from the environment)", epilog=settings_help)
     run.set_defaults(func=_run)
-    rebuild = sub.add_parser(
+    rebuild = add(
         "rebuild",
         help="restore the state in Redis from claims.settled and accounts.ledger (workers stopped)",
         epilog=settings_help,
@@ -118,25 +122,25 @@ def main(argv: list[str] | None = None) -> int:
         "--jobs",
         type=int,
         default=min(2, os.cpu_count() or 1),
-        help="processes restoring partitions in parallel (default: min(2, CPUs))",
+        help="processes restoring partitions in parallel (min(2, CPUs) by default)",
     )
     rebuild.set_defaults(func=_rebuild)
-    compact = sub.add_parser(
+    compact = add(
         "compact",
         help="archive claims past the retention window (WORKER_CLAIM_RETENTION_YEARS), workers running",
         epilog=settings_help,
     )
     compact.set_defaults(func=_compact)
-    gateway = sub.add_parser(
+    gateway = add(
         "gateway",
         help="run the point-of-sale HTTP gateway, or `gateway token FACILITY_ID` to print an HS256 token",
         epilog=settings_help,
     )
     gateway.add_argument("action", nargs="?", choices=["token"], help="print a token instead of serving")
     gateway.add_argument("facility_id", nargs="?")
-    gateway.add_argument("--ttl", type=int, default=3600, help="token lifetime in seconds (default 3600)")
+    gateway.add_argument("--ttl", type=int, default=3600, help="token lifetime in seconds")
     gateway.set_defaults(func=_gateway)
-    inspect = sub.add_parser(
+    inspect = add(
         "inspect",
         help="show one member's state (profile, accumulators per year, balance, claims) or a claim's record",
         epilog=settings_help,
@@ -144,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument("what", choices=["member", "claim"])
     inspect.add_argument("id", help="member id or claim id")
     inspect.set_defaults(func=_inspect)
-    sub.add_parser("bench", help="end-to-end Kafka benchmark (python -m worker bench --help)")
+    add("bench", help="end-to-end Kafka benchmark (python -m worker bench --help)")
     args = parser.parse_args(argv)
     return int(args.func(args))
 
