@@ -29,9 +29,10 @@ from worker.kafka.asyncapi import specification
 from worker.kafka.handler import BatchHandler, CommitOnRevoke
 from worker.kafka.marking import Marking, StateRefused, committed_offsets
 from worker.kafka.publisher import Publisher
+from worker.kafka.readiness import Startup, readiness_checks
 from worker.kafka.reference import ReferenceFeed
 from worker.kafka.topics import ensure_topics
-from worker.ops.health import CHECK_TIMEOUT_SECONDS, health_routes
+from worker.ops.health import health_routes
 from worker.ops.metrics import WorkerMetrics
 from worker.ops.serving import bound_port, start_server, stop_on_signals
 from worker.runtime import settle_gc
@@ -59,14 +60,6 @@ async def _records_only(
     message = await original(records[:1])
     message.raw_message = records
     return message
-
-
-class Startup:
-    """Where start-up is, for `/readyz` and for the message of a start that timed out."""
-
-    def __init__(self) -> None:
-        self.step = "starting"
-        self.done = False
 
 
 async def _until_done(
@@ -140,34 +133,7 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
     async def settle_batch(message: KafkaMessage) -> None:  # the decoder's output, not injected
         await handler.handle(message.raw_message, message.consumer)
 
-    async def redis_reachable() -> str | None:
-        try:
-            await asyncio.wait_for(store.redis.ping(), CHECK_TIMEOUT_SECONDS)
-        except Exception:
-            return "Redis is not reachable"
-        return None
-
-    async def kafka_reachable() -> str | None:
-        if not startup.done:
-            return None  # the start-up step says what it waits for
-        try:
-            await asyncio.wait_for(publisher.producer.client.fetch_all_metadata(), CHECK_TIMEOUT_SECONDS)
-        except Exception:
-            return "Kafka is not reachable"
-        return None
-
-    async def started() -> str | None:
-        return None if startup.done else f"start-up: {startup.step}"
-
-    async def reference_loaded() -> str | None:
-        return None if feed.bootstrapped else "reference data not loaded"
-
-    async def partitions_assigned() -> str | None:
-        if handler.assigned is None:
-            return "no partitions assigned yet"
-        return None if handler.assigned else "no partitions assigned (more workers than partitions?)"
-
-    checks = [started, redis_reachable, kafka_reachable, reference_loaded, partitions_assigned]
+    checks = readiness_checks(startup, store, publisher, feed, handler)
     if metrics is not None:
         metrics.not_committing.set_function(handler.not_committing_seconds)
         metrics.lag(handler.lag)
