@@ -22,6 +22,12 @@ def test_compose_file_describes_kafka_redis_and_three_workers() -> None:
     assert worker["environment"]["REDIS_URL"].startswith("redis://redis:")
     assert int(worker["environment"]["WORKER_PARTITIONS"]) >= worker["deploy"]["replicas"]
     assert (ROOT / "deploy" / worker["build"]["context"] / worker["build"]["dockerfile"]).resolve().is_file()
+    port = worker["environment"]["WORKER_HEALTH_PORT"]
+    assert f"127.0.0.1:{port}/readyz" in worker["healthcheck"]["test"][-1]  # urlopen fails on a 503
+    assert (
+        f"127.0.0.1:{gateway['environment']['WORKER_GATEWAY_PORT']}/readyz"
+        in gateway["healthcheck"]["test"][-1]
+    )
 
 
 def test_dockerfile_copies_existing_paths_and_runs_the_worker() -> None:
