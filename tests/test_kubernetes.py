@@ -44,144 +44,131 @@ _BEHAVIOR = {
         for direction in ("scaleUp", "scaleDown")
     },
 }
-CRD_SCHEMAS: dict[str, dict[str, Any]] = {
-    # the fields of KEDA 2.x and Prometheus Operator v1 that these manifests use
-    "ScaledObject": {
+
+
+def _resource(api_version: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A custom resource: its apiVersion, metadata, and a spec with no field beyond `spec`'s."""
+    return {
         "type": "object",
         "required": ["apiVersion", "kind", "metadata", "spec"],
         "properties": {
-            "apiVersion": {"const": "keda.sh/v1alpha1"},
+            "apiVersion": {"const": api_version},
             "metadata": _META,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["scaleTargetRef", "triggers"],
-                "properties": {
-                    "scaleTargetRef": {"type": "object", "required": ["name"]},
-                    "minReplicaCount": {"type": "integer", "minimum": 1},
-                    "maxReplicaCount": {"type": "integer", "minimum": 1},
-                    "pollingInterval": {"type": "integer"},
-                    "cooldownPeriod": {"type": "integer"},
-                    "advanced": {
+            "spec": {"type": "object", "additionalProperties": False, **spec},
+        },
+    }
+
+
+CRD_SCHEMAS: dict[str, dict[str, Any]] = {
+    # the fields of KEDA 2.x and Prometheus Operator v1 that these manifests use
+    "ScaledObject": _resource(
+        "keda.sh/v1alpha1",
+        {
+            "required": ["scaleTargetRef", "triggers"],
+            "properties": {
+                "scaleTargetRef": {"type": "object", "required": ["name"]},
+                "minReplicaCount": {"type": "integer", "minimum": 1},
+                "maxReplicaCount": {"type": "integer", "minimum": 1},
+                "pollingInterval": {"type": "integer"},
+                "cooldownPeriod": {"type": "integer"},
+                "advanced": {
+                    "type": "object",
+                    "properties": {
+                        "horizontalPodAutoscalerConfig": {
+                            "type": "object",
+                            "properties": {"behavior": _BEHAVIOR},
+                        }
+                    },
+                },
+                "triggers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
                         "type": "object",
+                        "additionalProperties": False,
+                        "required": ["type", "metadata"],
                         "properties": {
-                            "horizontalPodAutoscalerConfig": {
-                                "type": "object",
-                                "properties": {"behavior": _BEHAVIOR},
+                            "type": {"enum": ["kafka", "apache-kafka"]},
+                            "metadata": {
+                                **_STRING_MAP,
+                                "required": ["bootstrapServers", "consumerGroup", "lagThreshold"],
+                            },
+                            "authenticationRef": {"type": "object", "required": ["name"]},
+                        },
+                    },
+                },
+            },
+        },
+    ),
+    "TriggerAuthentication": _resource(
+        "keda.sh/v1alpha1",
+        {
+            "properties": {
+                "secretTargetRef": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["parameter", "name", "key"],
+                        "properties": {k: {"type": "string"} for k in ("parameter", "name", "key")},
+                    },
+                }
+            },
+        },
+    ),
+    "ServiceMonitor": _resource(
+        "monitoring.coreos.com/v1",
+        {
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "selector": {"type": "object", "required": ["matchLabels"]},
+                "endpoints": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["port"],
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "interval": {"type": "string", "pattern": "^[0-9]+[smh]$"},
+                        },
+                    },
+                },
+            },
+        },
+    ),
+    "PrometheusRule": _resource(
+        "monitoring.coreos.com/v1",
+        {
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "rules": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["alert", "expr"],
+                                    "properties": {
+                                        "alert": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9]*$"},
+                                        "expr": {"type": "string"},
+                                        "for": {"type": "string", "pattern": "^[0-9]+[smh]$"},
+                                        "labels": _STRING_MAP,
+                                        "annotations": _STRING_MAP,
+                                    },
+                                },
                             }
                         },
                     },
-                    "triggers": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["type", "metadata"],
-                            "properties": {
-                                "type": {"enum": ["kafka", "apache-kafka"]},
-                                "metadata": {
-                                    **_STRING_MAP,
-                                    "required": ["bootstrapServers", "consumerGroup", "lagThreshold"],
-                                },
-                                "authenticationRef": {"type": "object", "required": ["name"]},
-                            },
-                        },
-                    },
-                },
+                }
             },
         },
-    },
-    "TriggerAuthentication": {
-        "type": "object",
-        "required": ["spec"],
-        "properties": {
-            "apiVersion": {"const": "keda.sh/v1alpha1"},
-            "metadata": _META,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "secretTargetRef": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["parameter", "name", "key"],
-                            "properties": {k: {"type": "string"} for k in ("parameter", "name", "key")},
-                        },
-                    }
-                },
-            },
-        },
-    },
-    "ServiceMonitor": {
-        "type": "object",
-        "required": ["spec"],
-        "properties": {
-            "apiVersion": {"const": "monitoring.coreos.com/v1"},
-            "metadata": _META,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["selector", "endpoints"],
-                "properties": {
-                    "selector": {"type": "object", "required": ["matchLabels"]},
-                    "endpoints": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["port"],
-                            "properties": {
-                                "port": {"type": "string"},
-                                "path": {"type": "string"},
-                                "interval": {"type": "string", "pattern": "^[0-9]+[smh]$"},
-                            },
-                        },
-                    },
-                },
-            },
-        },
-    },
-    "PrometheusRule": {
-        "type": "object",
-        "required": ["spec"],
-        "properties": {
-            "apiVersion": {"const": "monitoring.coreos.com/v1"},
-            "metadata": _META,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "groups": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["name", "rules"],
-                            "properties": {
-                                "rules": {
-                                    "type": "array",
-                                    "items": {
-                                        "type": "object",
-                                        "additionalProperties": False,
-                                        "required": ["alert", "expr"],
-                                        "properties": {
-                                            "alert": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9]*$"},
-                                            "expr": {"type": "string"},
-                                            "for": {"type": "string", "pattern": "^[0-9]+[smh]$"},
-                                            "labels": _STRING_MAP,
-                                            "annotations": _STRING_MAP,
-                                        },
-                                    },
-                                }
-                            },
-                        },
-                    }
-                },
-            },
-        },
-    },
+    ),
 }
 
 
