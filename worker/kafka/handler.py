@@ -190,6 +190,8 @@ class BatchHandler:
             flight.previous = None  # let finished flights be collected
             flight.answered.set()
             flight.done.set()
+            if self.last is flight:  # nothing left in the air: idle, not "not committing"
+                self.busy_since = None
 
     async def _settle(self, flight: _Flight, consumer: AIOKafkaConsumer) -> list[Outgoing] | None:
         """Settle the batch's records that are still ours; None if the batch was given up."""
@@ -316,7 +318,7 @@ class BatchHandler:
             return
         now = time.monotonic()
         self.committed.update(offsets)
-        self.busy_since = None if self.last is None or self.last.done.is_set() else now
+        self.busy_since = now  # progress: flights still in the air count from here
         if self.metrics is not None:
             self.metrics.commit_seconds.observe(now - started)
 
