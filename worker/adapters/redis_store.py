@@ -612,13 +612,8 @@ class RedisStore:
         args += values
 
     async def find_claim(self, claim_id: str) -> ClaimRecord | None:
-        owner = _raw(await self.redis.hget(*self.claim_owner(claim_id)))
-        if owner is None or b"\x1f" in owner:  # never settled, or archived (nothing kept to show)
-            return None
-        value: bytes | None = await self.redis.get(  # type: ignore[assignment]
-            record_key(member_key(owner.decode(), ""), claim_id)
-        )
-        return decode_record(claim_id, value) if value else None
+        _, record = await self.claim_state(claim_id)
+        return None if record is None or record.archived else record  # archived: nothing kept to show
 
     # ---------------------------------------------------------------- reference data
 
@@ -640,21 +635,13 @@ class RedisStore:
         prefix = member_key(member_id, "")
         profile = _raw(await self.redis.hget(member_key(member_id, "profile"), "d"))
         ledger_raw = _raw(await self.redis.hget(member_key(member_id, "ledger"), "d"))
-        where: dict[str, Any] = {}  # the member's keys share one slot: one node to scan
-        if isinstance(self.redis, RedisCluster):
-            where["target_nodes"] = self.redis.get_node_from_key(prefix)
+        node = self.redis.get_node_from_key(prefix) if isinstance(self.redis, RedisCluster) else self.redis
         records = []
-        cursor: Any = 0
-        while True:
-            cursor, keys = await self.redis.execute_command(
-                "SCAN", cursor, "MATCH", record_key(prefix, "*"), "COUNT", 1000, **where
-            )
-            for key in keys:
-                raw = _raw(await self.redis.get(key))
+        async for keys in self._scan(record_key(prefix, "*"), 1000, [node]):  # one slot: one node
+            values = await self._batch([("get", (key,), {}) for key in keys])
+            for key, raw in zip(keys, values, strict=True):
                 if raw:
                     records.append(decode_record(_text(key)[len(record_key(prefix, "")) :], raw))
-            if int(cursor) == 0:
-                break
         return profile, decode_ledger(ledger_raw) if ledger_raw else None, records
 
     async def claim_state(self, claim_id: str) -> tuple[str | None, ClaimRecord | None]:
@@ -737,9 +724,10 @@ class RedisStore:
         kwargs = self.redis.connection_pool.connection_kwargs
         return [(f"{kwargs.get('host')}:{kwargs.get('port')}", self.redis)]
 
-    async def _scan(self, pattern: str, count: int) -> AsyncIterator[list[bytes]]:
-        """The keys matching `pattern`, a SCAN page at a time, node by node."""
-        for _, node in self._primaries():
+    async def _scan(self, pattern: str, count: int, nodes: Sequence[Any] = ()) -> AsyncIterator[list[bytes]]:
+        """The keys matching `pattern`, a SCAN page at a time, node by node (`nodes`, else every
+        primary)."""
+        for node in nodes or [node for _, node in self._primaries()]:
             cursor: Any = 0
             while True:
                 cursor, keys = await node.execute_command("SCAN", cursor, "MATCH", pattern, "COUNT", count)

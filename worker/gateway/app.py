@@ -29,8 +29,9 @@ from worker.gateway.counter import Answer, Counter, problem
 from worker.gateway.replies import ReplyRouter
 from worker.kafka import clients
 from worker.kafka.reference import ReferenceFeed
+from worker.ops.health import CHECK_TIMEOUT_SECONDS, missing
 from worker.ops.metrics import GatewayMetrics, HttpMetricsMiddleware
-from worker.ops.serving import start_server, stop_on_signals
+from worker.ops.serving import start_server, stop_on_signals, wait_started
 from worker.runtime import settle_gc
 from worker.settings import Settings, load_settings
 
@@ -144,21 +145,30 @@ class Gateway:
 
     async def missing(self) -> list[str]:
         """What `/readyz` lacks: nothing once Kafka and Redis answer and the registry is read."""
-        out = []
+        return await missing([self._redis_reachable, self._kafka_reachable, self._registry_read])
+
+    async def _redis_reachable(self) -> str | None:
         try:
-            await asyncio.wait_for(self.store.redis.ping(), 2)
+            await asyncio.wait_for(self.store.redis.ping(), CHECK_TIMEOUT_SECONDS)
         except Exception:
-            out.append("Redis is not reachable")
+            return "Redis is not reachable"
+        return None
+
+    async def _kafka_reachable(self) -> str | None:
         if self.producer is None or not self.replies.ready:
-            out.append("Kafka is not connected")
-        else:
-            try:
-                await asyncio.wait_for(self.producer.client.fetch_all_metadata(), 2)
-            except Exception:
-                out.append("Kafka is not reachable")
-        if not self.feed.bootstrapped:
-            out.append(f"{self.settings.topic_facilities} not read to its end offsets")
-        return out
+            return "Kafka is not connected"
+        try:
+            await asyncio.wait_for(self.producer.client.fetch_all_metadata(), CHECK_TIMEOUT_SECONDS)
+        except Exception:
+            return "Kafka is not reachable"
+        return None
+
+    async def _registry_read(self) -> str | None:
+        return (
+            None
+            if self.feed.bootstrapped
+            else f"{self.settings.topic_facilities} not read to its end offsets"
+        )
 
 
 def create_gateway(settings: Settings | None = None) -> FastAPI:
@@ -255,9 +265,9 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        missing = await gateway.missing()
-        if missing:
-            return _respond(problem(503, "Service Unavailable", "; ".join(missing), **{"Retry-After": "1"}))
+        lacking = await gateway.missing()
+        if lacking:
+            return _respond(problem(503, "Service Unavailable", "; ".join(lacking), **{"Retry-After": "1"}))
         return Response(status_code=204)
 
     @app.get("/openapi.json")
@@ -313,22 +323,16 @@ async def _serve(app: FastAPI, settings: Settings) -> int:
         return 2
     gateway: Gateway = app.state.gateway
     code = 0
-    ready = asyncio.create_task(gateway.ready.wait())
-    stopping = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait(
-        {ready, stopping}, timeout=settings.startup_timeout_seconds, return_when=asyncio.FIRST_COMPLETED
-    )
-    if not done:
+    started = await wait_started(gateway.ready.wait(), stop, settings.startup_timeout_seconds)
+    if started:
+        await stop.wait()
+    elif started is None:
         log.critical(
             "not ready after %.0f s (WORKER_STARTUP_TIMEOUT_SECONDS): %s",
             settings.startup_timeout_seconds,
             "; ".join(await gateway.missing()),
         )
         code = 1
-    else:
-        await stopping
-    ready.cancel()
-    stopping.cancel()
     server.should_exit = True
     await serving
     return code

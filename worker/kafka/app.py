@@ -5,7 +5,6 @@ and starts it, until SIGTERM/SIGINT (`serve`)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -34,7 +33,7 @@ from worker.kafka.reference import ReferenceFeed
 from worker.kafka.topics import ensure_topics
 from worker.ops.health import health_routes
 from worker.ops.metrics import WorkerMetrics
-from worker.ops.serving import bound_port, start_server, stop_on_signals
+from worker.ops.serving import bound_port, start_server, stop_on_signals, wait_started
 from worker.runtime import settle_gc
 from worker.settings import Settings, load_settings
 from worker.settlement import Settler
@@ -228,19 +227,12 @@ async def serve(app: AsgiFastStream, settings: Settings) -> int:
     log.info(
         "health on %s:%d (/livez /readyz /metrics); %s", settings.health_host, port, settings.endpoints()
     )
-    starting = asyncio.create_task(app.start(), name="start")
-    stopping = asyncio.create_task(stop.wait())
     code = 0
     try:
-        done, _ = await asyncio.wait(
-            {starting, stopping},
-            timeout=settings.startup_timeout_seconds,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        if starting in done:
-            starting.result()  # a refused start raises here
+        started = await wait_started(app.start(), stop, settings.startup_timeout_seconds)
+        if started:
             await stop.wait()
-        elif not done:
+        elif started is None:
             log.critical(
                 "not ready after %.0f s (WORKER_STARTUP_TIMEOUT_SECONDS): still %s",
                 settings.startup_timeout_seconds,
@@ -251,11 +243,6 @@ async def serve(app: AsgiFastStream, settings: Settings) -> int:
         log.critical("not starting: %s", exc)
         code = 2
     finally:
-        for task in (starting, stopping):
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
         await app.stop()
         server.should_exit = True
         await serving

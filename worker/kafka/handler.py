@@ -50,15 +50,16 @@ def correlation(headers: Sequence[tuple[str, bytes]] | None) -> bytes | None:
     return None
 
 
-def _partitions(records: Sequence[Record]) -> set[TopicPartition]:
-    """The partitions of a batch (its records come partition by partition)."""
-    found: set[TopicPartition] = set()
+def _partitions(records: Sequence[Record]) -> dict[TopicPartition, int]:
+    """The partitions of a batch, each with its first offset (its records come partition by
+    partition, in offset order)."""
+    found: dict[TopicPartition, int] = {}
     topic, partition = "", -1
     for record in records:
         source = record.source
         if source.partition != partition or source.topic != topic:
             topic, partition = source.topic, source.partition
-            found.add(TopicPartition(topic, partition))
+            found.setdefault(TopicPartition(topic, partition), source.offset)
     return found
 
 
@@ -133,13 +134,8 @@ class BatchHandler:
             if self.busy_since is None:
                 self.busy_since = time.monotonic()
             if self.metrics is not None:  # until this worker commits there, lag counts from its first record
-                for tp in _partitions(batch):
-                    if tp not in self.committed:
-                        self.committed[tp] = min(
-                            r.source.offset
-                            for r in batch
-                            if r.source.partition == tp.partition and r.source.topic == tp.topic
-                        )
+                for tp, first in _partitions(batch).items():
+                    self.committed.setdefault(tp, first)
                 self.metrics.batch_records.observe(len(batch))
             task = asyncio.create_task(self._fly(flight, consumer))
             self.tasks.add(task)
@@ -199,7 +195,7 @@ class BatchHandler:
         failing_since: float | None = None
         while True:
             assigned = consumer.assignment()
-            if _partitions(flight.records) <= assigned:  # the usual case: nothing was revoked
+            if _partitions(flight.records).keys() <= assigned:  # the usual case: nothing was revoked
                 live = flight.records
             else:
                 live = [

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from typing import Any
 
 import uvicorn
@@ -39,6 +39,27 @@ async def start_server(
     while not server.started and not serving.done():  # noqa: ASYNC110 (uvicorn has no started event)
         await asyncio.sleep(0.01)
     return server, serving
+
+
+async def wait_started(start: Awaitable[Any], stop: asyncio.Event, seconds: float) -> bool | None:
+    """Await `start` until it is done (True), a stop signal comes first (False) or `seconds` pass
+    (None); an unfinished start is cancelled, and an exception of `start` propagates."""
+    starting = asyncio.ensure_future(start)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {starting, stopping}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+        if starting in done:
+            starting.result()
+            return True
+        return False if done else None
+    finally:
+        for task in (starting, stopping):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
 
 def bound_port(server: QuietServer) -> int:
