@@ -248,3 +248,42 @@ OutboundEvent = Annotated[
 ]
 
 OUTBOUND: TypeAdapter[OutboundEvent] = TypeAdapter(OutboundEvent)
+
+
+# ---------------------------------------------------------------- monitoring (the agency's books)
+
+Indicator = Literal["avg_cost", "self_pay_share", "examination_share", "cost_growth"]
+
+
+class MonitoringAlert(Outbound):
+    """An early-warning breach (issue #12 §4) on `monitoring.alerts`, key = facility id: one facility's
+    indicator for one month of settlements above its threshold. Published once by
+    `python -m worker alerts`; `event_id` is `alert:<facility_id>:<month>:<indicator>`, so a re-run
+    publishes nothing new and a consumer can de-duplicate by it."""
+
+    type: Literal["monitoring.alert"] = "monitoring.alert"
+    event_id: str
+    month: str
+    """YYYY-MM, of the claims' settlement dates (UTC+08:00)."""
+    city: str
+    facility_id: str
+    facility_kind: str
+    band: str
+    indicator: Indicator
+    """`avg_cost`: average cost per visit (次均费用) over the peers' median; `self_pay_share`: full
+    self-pay over total; `examination_share`: examination over total; `cost_growth`: total cost over
+    the previous month's, minus one."""
+    value_bp: int
+    threshold_bp: int
+    visits: int = Field(ge=0)
+    total_fen: Fen
+    avg_cost_fen: Fen
+    peer_median_avg_cost_fen: Fen | None
+    peers: int = Field(ge=0)
+    previous_total_fen: Fen | None
+    thresholds: str
+    """Which thresholds file decided it (its `id`)."""
+    detected_at: str
+
+
+MONITORING: TypeAdapter[MonitoringAlert] = TypeAdapter(MonitoringAlert)

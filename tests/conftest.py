@@ -146,3 +146,16 @@ async def redis_store(redis_service: RedisService) -> AsyncIterator[RedisStore]:
     await store.load_scripts()
     yield store
     await client.aclose()
+
+
+# ---------------------------------------------------------------- PostgreSQL (private cluster)
+
+from worker.local.services import PostgresService, start_postgres  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresService]:
+    """`DATABASE_URL` when set, else a testcontainer or a private cluster; tests create databases on it."""
+    service = start_postgres()
+    yield service
+    service.close()

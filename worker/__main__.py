@@ -59,6 +59,12 @@ def _compact(args: argparse.Namespace) -> int:
     return 0
 
 
+def _records(args: argparse.Namespace) -> int:
+    from worker.records.service import run_records
+
+    return run_records()
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from worker.ops.inspect import run_inspect
     from worker.settings import load_settings
@@ -104,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
 
     settings_help = (
         "Settings come from the environment: KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL, "
-        "KAFKA_SASL_*, KAFKA_SSL_*, REDIS_URL, REDIS_SSL_*, and WORKER_* (e.g. WORKER_PARTITIONS, "
-        "WORKER_LOG_LEVEL, WORKER_HEALTH_PORT). The README's 'Settings' table lists every one with "
-        "its default; a bad value exits with status 2 and one line naming the variable."
+        "KAFKA_SASL_*, KAFKA_SSL_*, REDIS_URL, REDIS_SSL_*, DATABASE_URL and WORKER_* (e.g. "
+        "WORKER_PARTITIONS, WORKER_LOG_LEVEL, WORKER_HEALTH_PORT). The README's 'Settings' table lists "
+        "every one with its default; a bad value exits with status 2 and one line naming the variable."
     )
     replay = add("replay", help="replay inbound JSONL (FILE or stdin) to outbound JSONL on stdout")
     replay.add_argument("file", nargs="?")
@@ -148,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument("what", choices=["member", "claim"])
     inspect.add_argument("id", help="member id or claim id")
     inspect.set_defaults(func=_inspect)
+    records = add(
+        "records",
+        help="run the settlement-records service: outcome events into PostgreSQL (DATABASE_URL) exactly once",
+        epilog=settings_help,
+    )
+    records.set_defaults(func=_records)
     add("bench", help="end-to-end Kafka benchmark (python -m worker bench --help)")
     args = parser.parse_args(argv)
     return int(args.func(args))

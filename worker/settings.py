@@ -17,6 +17,7 @@ from worker.ops.logs import setup_logging
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+DATABASE_SCHEMES = ("postgresql", "postgres")
 
 
 class Settings(BaseSettings):
@@ -65,6 +66,8 @@ class Settings(BaseSettings):
     topic_rejected: str = "claims.rejected"
     topic_ledger: str = "accounts.ledger"
     topic_dlq: str = "claims.dlq"
+    topic_alerts: str = "monitoring.alerts"
+    """Early-warning alerts (`monitoring.alert`), published by `python -m worker alerts`."""
 
     consumer_group: str = "claims-worker"
     partitions: int = Field(12, ge=1)
@@ -117,6 +120,19 @@ class Settings(BaseSettings):
     """Fault injection for the redelivery test: die (SIGKILL) after publishing a batch's answers and
     before committing its offsets. Never set in production."""
 
+    # ---------------------------------------------------------------- the agency's books (records)
+    database_url: SecretStr | None = Field(None, validation_alias="DATABASE_URL")
+    """PostgreSQL of the settlement records (`postgresql://user:password@host:5432/db`): written by
+    `python -m worker records`, read by the statements, statistics, alerts and reports. Unset: the
+    gateway's `/v1/statements` answer 503 and the records commands refuse to start."""
+    records_group: str = "claims-records"
+    """Consumer group of the records service; its offsets live in PostgreSQL with the rows (Kafka's
+    copy is advisory, for lag dashboards)."""
+    records_batch_size: int = Field(5000, ge=1)
+    """Most events written to PostgreSQL in one transaction (one COPY per table)."""
+    warning_thresholds: str | None = None
+    """Early-warning thresholds file (TOML); unset: the packaged `worker/domain/warning/thresholds.toml`."""
+
     # ---------------------------------------------------------------- point-of-sale gateway
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8080, ge=0, le=65535)
@@ -144,6 +160,13 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and urlsplit(value.get_secret_value()).scheme not in DATABASE_SCHEMES:
+            raise ValueError("must be a URL such as postgresql://user:password@host:5432/records")
+        return value
+
     @model_validator(mode="after")
     def _sasl_credentials(self) -> Settings:
         if self.kafka_security_protocol.startswith("SASL") and not (
@@ -160,15 +183,19 @@ class Settings(BaseSettings):
     @property
     def redis_endpoint(self) -> str:
         """The Redis URL without user or password, for logs."""
-        parts = urlsplit(self.redis_url.get_secret_value())
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        return _without_credentials(self.redis_url.get_secret_value())
+
+    @property
+    def database_endpoint(self) -> str:
+        """The database URL without user or password, for logs ("none" when unset)."""
+        if self.database_url is None:
+            return "none"
+        return _without_credentials(self.database_url.get_secret_value())
 
     def secret_values(self) -> list[str]:
         """Every secret of the settings, for the log redactor (worker.ops.logs)."""
-        password = urlsplit(self.redis_url.get_secret_value()).password  # the URL's only secret
-        out = [password] if password else []
+        urls = [self.redis_url] + ([self.database_url] if self.database_url else [])
+        out = [p for p in (urlsplit(u.get_secret_value()).password for u in urls) if p]
         for secret in (self.kafka_sasl_password, self.gateway_jwt_secret):
             if secret is not None:
                 out.append(secret.get_secret_value())
@@ -181,7 +208,15 @@ class Settings(BaseSettings):
             + (f", {self.kafka_sasl_mechanism}" if self.kafka_security_protocol.startswith("SASL") else "")
             + f") redis={self.redis_endpoint}"
             + (" (cluster)" if self.redis_cluster else "")
+            + f" database={self.database_endpoint}"
         )
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def env_name(field: str) -> str:

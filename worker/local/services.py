@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 logger = logging.getLogger("worker.local")
 
@@ -287,3 +289,137 @@ def restart_redis_process(
     )
     service.started.processes[0] = replacement
     wait_for_port(service.ports[0], process=replacement)
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+@dataclass
+class PostgresService:
+    """A PostgreSQL server: `url` names a database the caller may create others beside."""
+
+    url: str
+    kind: str  # "external", "testcontainers" or "private"
+    started: Started
+    stop: Callable[[], None] | None = None
+
+    def close(self) -> None:
+        if self.stop is not None:
+            self.stop()
+            self.stop = None
+        self.started.close()
+
+    async def create_database(self, name: str) -> str:
+        """Drop and create database `name` on this server; its URL."""
+        import asyncpg
+
+        connection = await asyncpg.connect(self.url)
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+        parts = urlsplit(self.url)
+        return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _postgres_binaries() -> Path:
+    """The newest Debian PostgreSQL's bin folder (`apt-get install postgresql`)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    if not found:
+        raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql); DATABASE_URL is unset")
+    return found[-1].parent
+
+
+def start_postgres(use_env: bool = True) -> PostgresService:
+    """PostgreSQL, in this order: `DATABASE_URL`; a testcontainer when a Docker daemon answers; else a
+    private cluster from Debian's binaries in a temporary folder, on a free port, stopped by `close()`
+    (run as the `postgres` user when this process is root: PostgreSQL refuses to run as root)."""
+    existing = os.environ.get("DATABASE_URL") if use_env else None
+    if existing:
+        return PostgresService(existing, "external", Started())
+    started = Started()
+    if _docker_answers():
+        try:
+            from testcontainers.postgres import PostgresContainer
+
+            container = PostgresContainer("postgres:16-alpine", driver=None)
+            container.start()
+            started.containers.append(container)
+            return PostgresService(container.get_connection_url(), "testcontainers", started)
+        except Exception as exc:  # e.g. the image cannot be pulled from this network
+            logger.warning("PostgreSQL testcontainer did not start (%s); using a private cluster", exc)
+            started.close()
+    binaries = _postgres_binaries()
+    folder = tempfile.mkdtemp(prefix="postgres-")
+    started.dirs.append(folder)
+    data = Path(folder) / "data"
+    as_user: dict[str, Any] = {}
+    if os.geteuid() == 0:
+        import pwd
+
+        account = pwd.getpwnam("postgres")
+        os.chown(folder, account.pw_uid, account.pw_gid)
+        as_user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+    try:
+        subprocess.run(
+            [
+                str(binaries / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "claims",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            **as_user,
+        )
+        port = free_port()
+        log = open(Path(folder) / "postgres.log", "wb")  # noqa: SIM115 - owned by the process
+        process = subprocess.Popen(
+            [
+                str(binaries / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                folder,
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=256MB",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **as_user,
+        )
+        started.processes.append(process)
+        wait_for_port(port, process=process)
+    except subprocess.CalledProcessError as exc:
+        started.close()
+        raise RuntimeError(f"initdb failed: {exc.stderr.decode(errors='replace')[-500:]}") from None
+    except Exception:
+        started.close()
+        raise
+
+    def fast_shutdown() -> None:  # SIGTERM would wait for every client to disconnect
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    url = f"postgresql://claims@127.0.0.1:{port}/postgres"
+    return PostgresService(url, "private", started, fast_shutdown)

@@ -1,4 +1,5 @@
-"""Health routes of the worker (issue #11), served by FastStream's ASGI application.
+"""Health routes of the worker (issue #11), served by FastStream's ASGI application (and, for the
+records service, by a plain ASGI app).
 
 `/livez` answers 204 while the event loop runs (cheap: no I/O). `/readyz` runs the process's checks,
 each bounded by a timeout, and answers 204, or 503 with one line per thing missing: what an operator
@@ -50,3 +51,24 @@ def health_routes(checks: Sequence[Check], registry: CollectorRegistry | None) -
     if registry is not None:
         routes.append(("/metrics", make_asgi_app(registry)))
     return routes
+
+
+def health_app(checks: Sequence[Check], registry: CollectorRegistry | None) -> Any:
+    """The same routes as a plain ASGI app, for a process without FastStream (the records service)."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse, Response
+    from starlette.routing import Mount, Route
+
+    async def livez(_: Any) -> Response:
+        return Response(status_code=204)
+
+    async def readyz(_: Any) -> Response:
+        lacking = await missing(checks)
+        if not lacking:
+            return Response(status_code=204)
+        return PlainTextResponse("\n".join(lacking) + "\n", status_code=503)
+
+    routes: list[Any] = [Route("/livez", livez), Route("/readyz", readyz)]
+    if registry is not None:
+        routes.append(Mount("/metrics", make_asgi_app(registry)))
+    return Starlette(routes=routes)

@@ -134,18 +134,52 @@ class BatchHistogram(Collector):
 
 
 class _LagCollector(Collector):
-    def __init__(self, read: Callable[[], Sequence[tuple[str, int, int]]]) -> None:
+    def __init__(
+        self, read: Callable[[], Sequence[tuple[str, int, int]]], name: str = "claims_worker_consumer_lag"
+    ) -> None:
         self.read = read
+        self.name = name
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
-            "claims_worker_consumer_lag",
+            self.name,
             "Records not yet committed, per assigned partition (end offset - committed offset)",
             labels=["topic", "partition"],
         )
         for topic, partition, lag in self.read():
             family.add_metric([topic, str(partition)], lag)
         yield family
+
+
+class RecordsMetrics:
+    """The records service's figures: rows written per table, unreadable records, batches, lag."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        p = "claims_records_"
+        self.rows = Counter(
+            p + "rows", "Event rows written to PostgreSQL, by table", ["table"], registry=registry
+        )
+        self.unreadable = Counter(p + "unreadable", "Records kept in unreadable_events", registry=registry)
+        self.fenced = Counter(
+            p + "fenced", "Batches not written: another consumer moved a partition", registry=registry
+        )
+        self.batch_seconds = Histogram(
+            p + "batch_seconds",
+            "Time to write one batch (COPY, inserts and offsets in one transaction)",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_records = Histogram(
+            p + "batch_records",
+            "Records per written batch",
+            buckets=(*BATCH_BUCKETS, 5000, 10000),
+            registry=registry,
+        )
+
+    def lag(self, read: Callable[[], Sequence[tuple[str, int, int]]]) -> None:
+        """Records not yet in PostgreSQL per assigned partition, read at each scrape."""
+        self.registry.register(_LagCollector(read, "claims_records_consumer_lag"))
 
 
 class GatewayMetrics:

@@ -1,0 +1,105 @@
+"""Shared pieces of the records tests: a world of topics + a database, and outcome events published."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from tests.kafka_support import Cluster
+from worker.kafka.publisher import route
+from worker.local.kafka_io import WorkerProcess, produce, topic_and_key
+from worker.local.services import PostgresService
+from worker.records.database import migrate
+
+EVENT_TABLES = ("settlements", "reversals", "rejections", "ledger_events")
+
+
+class Books:
+    """One test's topics (on the shared broker) and its own database."""
+
+    def __init__(self, cluster: Cluster, database_url: str) -> None:
+        self.cluster = cluster
+        self.settings = cluster.settings.model_copy(update={"database_url": database_url})
+        self.database_url = database_url
+        self.env = {
+            **cluster.env,
+            "DATABASE_URL": database_url,
+            "WORKER_RECORDS_GROUP": f"{cluster.prefix}-records",
+            "WORKER_TOPIC_ALERTS": f"{cluster.prefix}.monitoring.alerts",
+        }
+        self.settings = self.settings.model_copy(
+            update={
+                "records_group": f"{cluster.prefix}-records",
+                "topic_alerts": f"{cluster.prefix}.monitoring.alerts",
+            }
+        )
+        self.processes: list[WorkerProcess] = []
+
+    def records(self, **env: str) -> WorkerProcess:
+        process = WorkerProcess(
+            {**self.env, **env}, self.cluster.tmp / f"records-{len(self.processes)}.log", "records"
+        )
+        self.processes.append(process)
+        return process
+
+    async def publish_outcomes(self, events: Iterable[dict[str, Any]]) -> int:
+        """Publish outcome events on their topics, keyed by member (as the worker does)."""
+        topics = route(self.settings)
+        messages = []
+        for event in events:
+            member = event.get("member_id")
+            messages.append((topics[event["type"]], member.encode() if member else None, orjson.dumps(event)))
+        return await produce(self.cluster.bootstrap, messages)
+
+    async def publish_reference(self, messages: Iterable[dict[str, Any]]) -> int:
+        lines = [orjson.dumps(m) for m in messages]
+        return await produce(self.cluster.bootstrap, ((*topic_and_key(x, self.settings), x) for x in lines))
+
+    async def connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.database_url)
+
+    async def count(self, table: str) -> int:
+        connection = await self.connect()
+        try:
+            return int(await connection.fetchval(f"SELECT count(*) FROM {table}"))
+        finally:
+            await connection.close()
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.close()
+
+
+async def books_world(
+    cluster: Cluster, postgres: PostgresService, name: str, migrated: bool = False
+) -> Books:
+    url = await postgres.create_database(name)
+    if migrated:
+        connection = await asyncpg.connect(url)
+        try:
+            await migrate(connection)
+        finally:
+            await connection.close()
+    return Books(cluster, url)
+
+
+def tmp_path_of(books: Books) -> Path:
+    return books.cluster.tmp
+
+
+async def end_offsets(books: Books) -> dict[tuple[str, int], int]:
+    """Last offset + 1 of every partition with records, of the topics the records service reads (read
+    from the records themselves: the local Tansu broker answers ListOffsets with the last batch's base
+    offset)."""
+    from worker.local.kafka_io import collect
+    from worker.records.service import roles
+
+    out: dict[tuple[str, int], int] = {}
+    for received in await collect(books.cluster.bootstrap, list(roles(books.settings)), 10**9, 5.0):
+        key = (received.topic, received.partition)
+        out[key] = max(out.get(key, 0), received.offset + 1)
+    return out
