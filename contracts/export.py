@@ -14,7 +14,7 @@ from typing import Any
 
 from contracts import openapi
 from contracts.inbound import INBOUND
-from contracts.outbound import OUTBOUND
+from contracts.outbound import MONITORING, OUTBOUND
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
@@ -30,6 +30,7 @@ def schemas() -> dict[Path, dict[str, Any]]:
         ASYNCAPI: document(),
         SCHEMA_DIR / "inbound.schema.json": INBOUND.json_schema(),
         SCHEMA_DIR / "outbound.schema.json": OUTBOUND.json_schema(mode="serialization"),
+        SCHEMA_DIR / "monitoring.schema.json": MONITORING.json_schema(mode="serialization"),
         OPENAPI: openapi.document(),
     }
 

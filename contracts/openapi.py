@@ -11,7 +11,16 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from contracts.gateway import ClaimPresettled, ClaimStatus, Pending, Problem, ReversalBody
+from contracts.gateway import (
+    ClaimPresettled,
+    ClaimStatus,
+    Pending,
+    Problem,
+    ReconcileBody,
+    Reconciliation,
+    ReversalBody,
+    Statement,
+)
 from contracts.inbound import ClaimSubmitted
 from contracts.outbound import ClaimRejected, ClaimReversed, ClaimSettled
 
@@ -132,6 +141,51 @@ def paths() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/statements": {
+            "get": {
+                "operationId": "statement",
+                "summary": "The facility's totals over settlement dates from..to (3201), from the records",
+                "parameters": [
+                    {
+                        "name": name,
+                        "in": "query",
+                        "required": True,
+                        "description": "a China date (UTC+08:00); at most 366 days from..to",
+                        "schema": {"type": "string", "format": "date"},
+                    }
+                    for name in ("from", "to")
+                ],
+                "responses": {
+                    "200": {"description": "the statement", **_json(_ref("Statement"))},
+                    "400": _problem("from or to missing, not a date, reversed or more than 366 days apart"),
+                    "401": _UNAUTHORIZED,
+                    "503": _problem(
+                        "the records database is not configured or not reachable",
+                        **{"Retry-After": {"schema": {"type": "string"}}},
+                    ),
+                },
+            }
+        },
+        "/v1/statements/reconcile": {
+            "post": {
+                "operationId": "reconcile",
+                "summary": "Compare the facility's own records with ours, claim by claim (3202)",
+                "requestBody": {"required": True, **_json(_ref("ReconcileBody"))},
+                "responses": {
+                    "200": {"description": "the mismatches, if any", **_json(_ref("Reconciliation"))},
+                    "400": _problem("the body is not a JSON object"),
+                    "401": _UNAUTHORIZED,
+                    "413": _problem("the body is larger than 32 MiB"),
+                    "422": _problem(
+                        "a field is invalid, the period is not valid, or a claim is listed twice"
+                    ),
+                    "503": _problem(
+                        "the records database is not configured or not reachable",
+                        **{"Retry-After": {"schema": {"type": "string"}}},
+                    ),
+                },
+            }
+        },
         "/livez": {
             "get": {
                 "operationId": "livez",
@@ -173,6 +227,9 @@ def document() -> dict[str, Any]:
         (ClaimStatus, "serialization"),
         (Pending, "serialization"),
         (Problem, "serialization"),
+        (Statement, "serialization"),
+        (ReconcileBody, "validation"),
+        (Reconciliation, "serialization"),
     ]
     _, top = models_json_schema(models, ref_template=REF)  # type: ignore[arg-type]
     schemas: dict[str, Any] = dict(top["$defs"])
@@ -182,7 +239,8 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "Claim settlement point-of-sale gateway",
             "version": VERSION,
-            "description": "Settle, pre-settle, reverse and query outpatient claims (gateway.md).",
+            "description": "Settle, pre-settle, reverse and query outpatient claims; statements and"
+            " reconciliation for facilities (gateway.md).",
         },
         "security": [{"bearer": []}],
         "paths": paths(),

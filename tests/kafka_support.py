@@ -26,7 +26,17 @@ from worker.local.kafka_io import (
 )
 from worker.settings import Settings
 
-TOPIC_FIELDS = ("claims", "accounts", "profiles", "facilities", "settled", "rejected", "ledger", "dlq")
+TOPIC_FIELDS = (
+    "claims",
+    "accounts",
+    "profiles",
+    "facilities",
+    "settled",
+    "rejected",
+    "ledger",
+    "dlq",
+    "alerts",
+)
 
 
 class Cluster:

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+from pydantic import SecretStr
 
 from tests.kafka_support import Cluster
 from worker.kafka.publisher import route
@@ -23,19 +24,14 @@ class Books:
 
     def __init__(self, cluster: Cluster, database_url: str) -> None:
         self.cluster = cluster
-        self.settings = cluster.settings.model_copy(update={"database_url": database_url})
         self.database_url = database_url
         self.env = {
             **cluster.env,
             "DATABASE_URL": database_url,
             "WORKER_RECORDS_GROUP": f"{cluster.prefix}-records",
-            "WORKER_TOPIC_ALERTS": f"{cluster.prefix}.monitoring.alerts",
         }
-        self.settings = self.settings.model_copy(
-            update={
-                "records_group": f"{cluster.prefix}-records",
-                "topic_alerts": f"{cluster.prefix}.monitoring.alerts",
-            }
+        self.settings = cluster.settings.model_copy(
+            update={"database_url": SecretStr(database_url), "records_group": f"{cluster.prefix}-records"}
         )
         self.processes: list[WorkerProcess] = []
 

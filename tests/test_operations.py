@@ -212,6 +212,7 @@ def test_the_asyncapi_document_is_the_apps_and_covers_every_topic_and_event() ->
         "claims.rejected",
         "accounts.ledger",
         "claims.dlq",
+        "monitoring.alerts",
     }
     text = ASYNCAPI.read_text()
     for name in (
@@ -223,6 +224,7 @@ def test_the_asyncapi_document_is_the_apps_and_covers_every_topic_and_event() ->
         "ClaimSettled",
         "ClaimReversed",
         "ClaimRejected",
+        "MonitoringAlert",
         "AccountCredited",
         "AccountDebited",
         "AccountRequestRejected",

@@ -27,6 +27,7 @@ from worker.domain.policy import load_policies
 from worker.gateway.auth import TokenVerifier, Unauthorized
 from worker.gateway.counter import Answer, Counter, problem
 from worker.gateway.replies import ReplyRouter
+from worker.gateway.statements import Statements
 from worker.kafka import clients
 from worker.kafka.reference import ReferenceFeed
 from worker.ops.health import CHECK_TIMEOUT_SECONDS, missing
@@ -70,6 +71,7 @@ class Gateway:
         self.requests = RequestLog(
             self.store.redis, settings.gateway_request_log_hours, settings.redis_cluster
         )
+        self.statements = Statements(settings, self.replies.published)
         self.producer: AIOKafkaProducer | None = None
         self.counter: Counter | None = None
         self._starting: asyncio.Task[None] | None = None
@@ -139,6 +141,7 @@ class Gateway:
         await self.feed.stop()
         await self.requests.stop()
         await self.replies.stop()
+        await self.statements.close()
         if self.producer is not None:
             await self.producer.stop()
         await self.store.redis.aclose()
@@ -250,6 +253,16 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
             return problem(404, "Not Found", f"no claim {claim_id!r} of this facility")
         return await desk.status(claim_id, facility)
 
+    async def statement(request: Request) -> Answer:
+        facility = facility_of(request)
+        counter()  # ready: following the outcome topics (for `lag`)
+        return await gateway.statements.statement(facility, request.query_params)
+
+    async def reconcile(request: Request) -> Answer:
+        facility = facility_of(request)
+        counter()
+        return await gateway.statements.reconcile(facility, await request.body())
+
     # Plain Starlette routes: the handlers read the raw body and answer bytes, so FastAPI's
     # per-request dependency and validation machinery would only cost (~13% of a request's CPU).
     app.router.routes += [
@@ -257,6 +270,8 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
         Route("/v1/claims", guarded(settle), methods=["POST"]),
         Route("/v1/claims/{claim_id}/reversal", guarded(reverse), methods=["POST"]),
         Route("/v1/claims/{claim_id}", guarded(status), methods=["GET"]),
+        Route("/v1/statements", guarded(statement), methods=["GET"]),
+        Route("/v1/statements/reconcile", guarded(reconcile), methods=["POST"]),
     ]
 
     @app.get("/livez")

@@ -108,6 +108,27 @@ class ReplyRouter:
         if future is not None and not future.done():
             future.cancel()
 
+    async def published(self, topic: str) -> dict[int, int]:
+        """Partition → offset after the last record published on an outcome topic: the high watermark
+        of this replica's last fetch (it follows every partition), else the broker's end offset."""
+        if self._consumer is None:
+            raise RuntimeError("not following the outcome topics")
+        consumer = self._consumer
+        out: dict[int, int] = {}
+        unknown = []
+        for tp in consumer.assignment():
+            if tp.topic != topic:
+                continue
+            high = consumer.highwater(tp)
+            if high is None:
+                unknown.append(tp)
+            else:
+                out[tp.partition] = high
+        if unknown:
+            for tp, end in (await consumer.end_offsets(unknown)).items():
+                out[tp.partition] = end
+        return out
+
     @property
     def waiting(self) -> int:
         return len(self._waiting)

@@ -16,7 +16,7 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
 from contracts.inbound import AccountMessage, ClaimMessage, FacilityRegistered, MemberProfile
-from contracts.outbound import OutboundEvent
+from contracts.outbound import MonitoringAlert, OutboundEvent
 from worker.kafka import clients
 from worker.kafka.publisher import route
 from worker.settings import Settings
@@ -63,11 +63,18 @@ def specification(settings: Settings) -> AsyncAPI:
         schema = models[0] if len(models) == 1 else Union[tuple(models)]  # noqa: UP007 (a runtime union)
         names = ", ".join(m.model_fields["type"].default for m in models)
         broker.publisher(topic, schema=schema, title=f"{topic}:publish", description=f"Events: {names}.")
+    broker.publisher(
+        settings.topic_alerts,
+        schema=MonitoringAlert,
+        title=f"{settings.topic_alerts}:publish",
+        description="Early-warning alerts on facilities' outpatient costs (python -m worker alerts); key ="
+        " facility id.",
+    )
     return AsyncAPI(
         broker,
         title="claims-worker",
         version=VERSION,
-        description="Outpatient claim settlement (职工医保门诊共济): the settlement worker's topics.",
+        description="Outpatient claim settlement (职工医保门诊共济): the topics of the worker and the books.",
         schema_version="3.0.0",
     )
 

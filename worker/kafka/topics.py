@@ -24,6 +24,7 @@ def all_topics(settings: Settings) -> dict[str, dict[str, str]]:
         settings.topic_rejected: {},
         settings.topic_ledger: {},
         settings.topic_dlq: {},
+        settings.topic_alerts: {},
     }
 
 

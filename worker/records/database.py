@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from worker.settings import Settings
 
 log = logging.getLogger("worker.records")
+Connection: TypeAlias = "asyncpg.Connection | PoolConnectionProxy[Any]"
+"""A connection, or one borrowed from a pool."""
 MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 0x3201_3202
 
@@ -73,7 +77,7 @@ async def migrate(connection: asyncpg.Connection) -> list[str]:
     return applied
 
 
-async def schema_version(connection: asyncpg.Connection) -> int | None:
+async def schema_version(connection: Connection) -> int | None:
     exists = await connection.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
         return None
@@ -81,7 +85,7 @@ async def schema_version(connection: asyncpg.Connection) -> int | None:
     return version
 
 
-async def require_schema(connection: asyncpg.Connection) -> None:
+async def require_schema(connection: Connection) -> None:
     """Readers need the schema the records service creates."""
     version = await schema_version(connection)
     if version is None or version < LATEST:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import asyncpg
-
 from worker.domain.reconciliation import ClaimFigures
+from worker.records.database import Connection
 
 _STATEMENT = """
 WITH s AS (
@@ -31,9 +30,7 @@ FROM s, r
 """
 
 
-async def statement(
-    connection: asyncpg.Connection, facility: str, first: dt.date, last: dt.date
-) -> dict[str, int]:
+async def statement(connection: Connection, facility: str, first: dt.date, last: dt.date) -> dict[str, int]:
     """Counts and amounts of the facility's settlements minus its reversals over the dates."""
     row = await connection.fetchrow(_STATEMENT, facility, first, last)
     assert row is not None
@@ -41,7 +38,7 @@ async def statement(
 
 
 async def settled_claims(
-    connection: asyncpg.Connection, facility: str, first: dt.date, last: dt.date
+    connection: Connection, facility: str, first: dt.date, last: dt.date
 ) -> dict[str, ClaimFigures]:
     """The facility's claims settled over the dates, with whether they are reversed (by now)."""
     rows = await connection.fetch(
@@ -60,7 +57,7 @@ async def settled_claims(
     }
 
 
-async def stored_offsets(connection: asyncpg.Connection, group: str, topic: str) -> dict[int, int]:
+async def stored_offsets(connection: Connection, group: str, topic: str) -> dict[int, int]:
     rows = await connection.fetch(
         "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = $1 AND topic = $2",
         group,
@@ -102,7 +99,7 @@ ORDER BY m.facility_id
 
 
 async def monthly_statement(
-    connection: asyncpg.Connection, month: str, facility: str | None = None
+    connection: Connection, month: str, facility: str | None = None
 ) -> list[dict[str, Any]]:
     """The agency's settlement statement per facility (据实结算): the fund's share owed to the facility
     for claims it was paid for (`fund_payee: facility`), settlements minus reversals of the month, and
@@ -113,7 +110,7 @@ async def monthly_statement(
 
 
 async def reimbursements(
-    connection: asyncpg.Connection, month: str, facility: str | None = None
+    connection: Connection, month: str, facility: str | None = None
 ) -> list[dict[str, Any]]:
     """The month's reimbursement claims (paid to members), one row each, reversals negative."""
     first, last = month_range(month)
@@ -139,7 +136,7 @@ VIEWS = {
 
 
 async def monthly(
-    connection: asyncpg.Connection, view: str, month: str, city: str | None = None
+    connection: Connection, view: str, month: str, city: str | None = None
 ) -> list[dict[str, Any]]:
     first, _ = month_range(month)
     rows = await connection.fetch(
@@ -151,9 +148,7 @@ async def monthly(
     return [dict(r) for r in rows]
 
 
-async def daily_spending(
-    connection: asyncpg.Connection, month: str, city: str | None = None
-) -> list[dict[str, Any]]:
+async def daily_spending(connection: Connection, month: str, city: str | None = None) -> list[dict[str, Any]]:
     first, last = month_range(month)
     rows = await connection.fetch(
         "SELECT day, sum(fund_pay_fen)::bigint AS fund_pay_fen, sum(total_fen)::bigint AS total_fen,"
