@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -63,6 +64,46 @@ def _records(args: argparse.Namespace) -> int:
     from worker.records.service import run_records
 
     return run_records()
+
+
+STATS_VIEWS = ("fund_spending", "account_claim_payments", "account_flows", "indicators")
+"""`worker.records.queries.VIEWS` (a test keeps the two equal; importing it here would load asyncpg for
+every command)."""
+
+
+def month_arg(text: str) -> str:
+    """argparse type of --month: YYYY-MM."""
+    import datetime as dt
+
+    try:
+        if len(text) != 7:
+            raise ValueError
+        dt.date.fromisoformat(text + "-01")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a month YYYY-MM: {text!r}") from None
+    return text
+
+
+def _books(args: argparse.Namespace) -> int:
+    """statement, stats, alerts and report: the agency's commands on the records database."""
+    from worker.records import cli
+
+    if args.command == "alerts" and not args.check and args.month is None:
+        print("alerts: --month is required (or --check)", file=sys.stderr)
+        return 2
+    if args.command == "alerts" and args.check:
+        return cli.check_thresholds(args.thresholds)
+    from worker.settings import load_settings
+
+    settings = load_settings()
+    if args.command == "statement":
+        return cli.statement(settings, args.month, args.facility, args.format, args.reimbursements)
+    if args.command == "stats":
+        views = list(STATS_VIEWS) if args.view == "all" else [args.view]
+        return cli.stats(settings, args.month, args.city, views, args.format)
+    if args.command == "alerts":
+        return cli.alert(settings, args.month, args.city, args.dry_run, args.format, args.thresholds)
+    return cli.write_report(settings, args.month, args.city, Path(args.out))
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -160,6 +201,52 @@ def main(argv: list[str] | None = None) -> int:
         epilog=settings_help,
     )
     records.set_defaults(func=_records)
+    books_help = " Reads the records database (DATABASE_URL) that `records` fills."
+    statement = add(
+        "statement",
+        help="the agency's monthly settlement statement per facility (fund share owed, net of reversals)",
+        epilog=books_help,
+    )
+    statement.add_argument("--month", type=month_arg, required=True, help="YYYY-MM (settlement dates)")
+    statement.add_argument("--facility", help="one facility only")
+    statement.add_argument("--format", choices=["csv", "json", "text"], default="csv")
+    statement.add_argument(
+        "--reimbursements",
+        action="store_true",
+        help="list the reimbursements paid to members instead (csv, text)",
+    )
+    statement.set_defaults(func=_books)
+    stats = add("stats", help="monthly fund statistics from the documented SQL views", epilog=books_help)
+    stats.add_argument("--month", type=month_arg, required=True, help="YYYY-MM")
+    stats.add_argument("--city", help="one city only (e.g. nanchang)")
+    stats.add_argument(
+        "--view",
+        choices=["all", *("fund_spending", "account_claim_payments", "account_flows", "indicators")],
+        default="all",
+    )
+    stats.add_argument("--format", choices=["text", "csv", "json"], default="text")
+    stats.set_defaults(func=_books)
+    alerts = add(
+        "alerts",
+        help="early warning: judge a month's facility indicators, publish new breaches, list them",
+        epilog=books_help,
+    )
+    alerts.add_argument("--month", type=month_arg, help="YYYY-MM (required unless --check)")
+    alerts.add_argument("--city", help="one city only")
+    alerts.add_argument(
+        "--thresholds",
+        type=Path,
+        help="thresholds file (default: WORKER_WARNING_THRESHOLDS or the packaged one)",
+    )
+    alerts.add_argument("--check", action="store_true", help="only validate the thresholds file (exit 0 / 1)")
+    alerts.add_argument("--dry-run", action="store_true", help="list the breaches; keep and publish nothing")
+    alerts.add_argument("--format", choices=["text", "json"], default="text")
+    alerts.set_defaults(func=_books)
+    report = add("report", help="the monthly fund report: one self-contained HTML file", epilog=books_help)
+    report.add_argument("--month", type=month_arg, required=True, help="YYYY-MM")
+    report.add_argument("--city", help="one city only")
+    report.add_argument("--out", default="report.html", help="the HTML file to write")
+    report.set_defaults(func=_books)
     add("bench", help="end-to-end Kafka benchmark (python -m worker bench --help)")
     args = parser.parse_args(argv)
     return int(args.func(args))

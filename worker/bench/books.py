@@ -102,6 +102,32 @@ def generate(
         {**c, "requested_at": f"{first_day}T08:00:00+08:00", "period": previous}
         for c in synthetic.contributions(members)
     ]
+    profiles = [m for m in out.reference if m["type"] == "member.profile"]
+    retirees = [p["member_id"] for p in profiles if p["retirement_date"]]
+    for period in (previous, month):
+        out.requests += [
+            {
+                "type": "account.retiree_credit_due",
+                "request_id": f"R-{period}-{member}",
+                "member_id": member,
+                "requested_at": f"{period}-01T08:30:00+08:00",
+                "period": period,
+                "pension_fen": 400_000,
+            }
+            for member in retirees
+        ]
+    out.requests += [
+        {
+            "type": "account.incentive_due",
+            "request_id": f"I-2023-{index}",
+            "member_id": synthetic.member_id(index),
+            "requested_at": f"{month}-02T08:00:00+08:00",
+            "year": 2023,
+        }
+        for index in range(1, members, 10)  # Nanjing members: Nanchang has no health incentive
+    ]
+    for profile in profiles[-4:]:  # no heirs: a closed account's balance goes to the pooling fund
+        profile["has_heirs"] = False
     claims = 0
     for day in _month_days(previous) + _month_days(month):
         stamp = f"{day}T10:00:00+08:00"
@@ -113,7 +139,7 @@ def generate(
                         "request_id": f"P-{day}-{index}",
                         "member_id": synthetic.member_id(index),
                         "requested_at": stamp,
-                        "purpose": "family_medical_expense",
+                        "purpose": "critical_illness_premium",
                         "beneficiary_member_id": synthetic.member_id(index),
                         "amount_fen": rng.randint(1_000, 5_000),
                     }
@@ -150,6 +176,17 @@ def generate(
                                 "reason": "entered twice",
                             }
                         )
+    last_day = _month_days(month)[-1]
+    out.requests += [
+        {
+            "type": "account.closed",
+            "request_id": f"X-{profile['member_id']}",
+            "member_id": profile["member_id"],
+            "requested_at": f"{last_day}T18:00:00+08:00",
+            "reason": "death",
+        }
+        for profile in profiles[-4:]
+    ]
     return out
 
 

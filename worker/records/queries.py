@@ -145,7 +145,7 @@ async def monthly(
         first,
         city,
     )
-    return [dict(r) for r in rows]
+    return [{**r, "month": month} for r in rows]
 
 
 async def daily_spending(connection: Connection, month: str, city: str | None = None) -> list[dict[str, Any]]:
