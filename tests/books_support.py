@@ -194,3 +194,35 @@ def expected_ledger_flows(
         row[0] += 1
         row[1] += e["amount_fen"]
     return out
+
+
+def expected_statement(events: list[dict[str, Any]], facility: str, first: str, last: str) -> dict[str, Any]:
+    """gateway.md 3201, computed from the published events."""
+    settled = {e["claim_id"]: e for e in events if e["type"] == "claim.settled"}
+    out = {
+        "settlements": 0,
+        "reversals": 0,
+        "total_fen": 0,
+        "fund_pay_fen": 0,
+        "account_pay_fen": 0,
+        "cash_pay_fen": 0,
+    }
+    amounts = ("total_fen", "fund_pay_fen", "account_pay_fen", "cash_pay_fen")
+    for e in events:
+        if (
+            e["type"] == "claim.settled"
+            and e["facility_id"] == facility
+            and first <= china_day(e["settled_at"]) <= last
+        ):
+            out["settlements"] += 1
+            for name in amounts:
+                out[name] += e[name]
+        elif (
+            e["type"] == "claim.reversed"
+            and e["facility_id"] == facility
+            and first <= china_day(e["reversed_at"]) <= last
+        ):
+            out["reversals"] += 1
+            for name in amounts:
+                out[name] -= settled[e["claim_id"]][name]
+    return {"facility_id": facility, "from": first, "to": last, **out}

@@ -4,7 +4,6 @@ gateway reads the records database that `python -m worker records` fills from th
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import itertools
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +15,8 @@ import pytest
 import pytest_asyncio
 
 from contracts.gateway import Reconciliation, Statement
-from contracts.types import CHINA_TZ
+from tests.books_support import china_day as _day
+from tests.books_support import expected_statement
 from tests.gateway_support import GatewayProcess, auth
 from tests.kafka_support import fresh_world
 from tests.records_support import Books, books_world
@@ -49,42 +49,6 @@ async def world(
     yield world
     world.close()
     cluster.close()
-
-
-def _day(timestamp: str) -> str:
-    return dt.datetime.fromisoformat(timestamp).astimezone(CHINA_TZ).date().isoformat()
-
-
-def expected_statement(events: list[dict[str, Any]], facility: str, first: str, last: str) -> dict[str, Any]:
-    """gateway.md 3201, computed from the published events."""
-    settled = {e["claim_id"]: e for e in events if e["type"] == "claim.settled"}
-    out = {
-        "settlements": 0,
-        "reversals": 0,
-        "total_fen": 0,
-        "fund_pay_fen": 0,
-        "account_pay_fen": 0,
-        "cash_pay_fen": 0,
-    }
-    amounts = ("total_fen", "fund_pay_fen", "account_pay_fen", "cash_pay_fen")
-    for e in events:
-        if (
-            e["type"] == "claim.settled"
-            and e["facility_id"] == facility
-            and first <= _day(e["settled_at"]) <= last
-        ):
-            out["settlements"] += 1
-            for name in amounts:
-                out[name] += e[name]
-        elif (
-            e["type"] == "claim.reversed"
-            and e["facility_id"] == facility
-            and first <= _day(e["reversed_at"]) <= last
-        ):
-            out["reversals"] += 1
-            for name in amounts:
-                out[name] -= settled[e["claim_id"]][name]
-    return {"facility_id": facility, "from": first, "to": last, **out}
 
 
 def their_records(events: list[dict[str, Any]], facility: str, day: str) -> list[dict[str, Any]]:
