@@ -15,6 +15,7 @@ from tests.conftest import ROOT
 
 # import name of each runtime dependency (and what they bring that the code imports directly)
 RUNTIME_IMPORTS = {
+    "asyncpg",
     "faststream",
     "aiokafka",
     "pydantic",
@@ -59,6 +60,8 @@ def test_the_runtime_wheel_leaves_tooling_out_and_imports_only_runtime_packages(
         "worker/adapters/record_dict_1.txt",
         "contracts/asyncapi.json",
         "worker/domain/policies/nanchang-2023.toml",
+        "worker/domain/warning/thresholds.toml",
+        "worker/records/migrations/001_records.sql",
     ):
         assert data in names, data
     foreign = set()

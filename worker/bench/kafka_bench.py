@@ -52,7 +52,17 @@ def _settings(
         "WORKER_LOG_LEVEL": "INFO",
     }
     topics = {}
-    for name in ("claims", "accounts", "profiles", "facilities", "settled", "rejected", "ledger", "dlq"):
+    for name in (
+        "claims",
+        "accounts",
+        "profiles",
+        "facilities",
+        "settled",
+        "rejected",
+        "ledger",
+        "dlq",
+        "alerts",
+    ):
         value = f"{prefix}.{Settings.model_fields[f'topic_{name}'].default}"
         topics[f"topic_{name}"] = value
         env[f"WORKER_TOPIC_{name.upper()}"] = value

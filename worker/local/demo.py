@@ -1,15 +1,22 @@
-"""`make demo`: a day of claims for both cities through a real broker, Redis and the worker.
+"""`make demo`: a day of claims for both cities through a real broker, Redis and the worker, a
+counter visit through the gateway, and the agency's books.
 
-Starts a local broker and Redis (or uses KAFKA_BOOTSTRAP_SERVERS / REDIS_URL), starts one worker,
-publishes a sample registry, account credits and a day of claims, prints the settlements as a table
-with a few ledger events, and stops everything it started.
+Starts a local broker, Redis and PostgreSQL (or uses KAFKA_BOOTSTRAP_SERVERS / REDIS_URL /
+DATABASE_URL), starts one worker and the records service, publishes a sample registry, account
+credits and a day of claims, prints the settlements as a table with a few ledger events, runs a
+counter visit over HTTP, then reconciles the facility's day, prints the agency's statement and
+statistics and writes the month's HTML report. Stops everything it started.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import os
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,12 +25,13 @@ from typing import Any
 import httpx
 import orjson
 
+from contracts.types import CHINA_TZ
 from worker.bench import synthetic
 from worker.bench.kafka_bench import _settings
 from worker.gateway.auth import issue_token
 from worker.kafka.topics import ensure_topics
 from worker.local.kafka_io import WorkerProcess, collect, output_topics, produce_lines
-from worker.local.services import free_port, start_broker, start_redis
+from worker.local.services import free_port, start_broker, start_postgres, start_redis
 
 DAY = "2023-06-15"
 
@@ -189,6 +197,70 @@ async def _counter_visit(url: str, secret: str, member_id: str) -> None:
         )
 
 
+async def _agency_books(url: str, secret: str, env: dict[str, str], settled: list[dict[str, Any]]) -> None:
+    """The facility reconciles its day over HTTP; the agency reads its statement, statistics, report."""
+    print("\n== The agency's books (python -m worker records fills PostgreSQL) ==")
+    today = dt.datetime.now(CHINA_TZ).date().isoformat()
+    headers = {"Authorization": f"Bearer {issue_token(secret, 'NC-H00', 600)}"}
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        statement: dict[str, Any] = {}
+        for _ in range(300):
+            response = await http.get("/v1/statements", params={"from": today, "to": today}, headers=headers)
+            statement = response.json()
+            if response.status_code == 200 and statement["lag"] == 0:
+                break
+            await asyncio.sleep(0.1)
+        print(f"\nGET /v1/statements?from={today}&to={today} (3201) for NC-H00:")
+        print("  " + orjson.dumps(statement).decode())
+        ours = [e for e in settled if e["facility_id"] == "NC-H00"]
+        theirs = [
+            {k: e[k] for k in ("claim_id", "total_fen", "fund_pay_fen", "account_pay_fen", "cash_pay_fen")}
+            | {"reversed": False}
+            for e in ours[1:]
+        ]
+        visit = (await http.get("/v1/claims/POS-0001", headers=headers)).json()["settlement"]
+        fields = ("claim_id", "total_fen", "fund_pay_fen", "account_pay_fen", "cash_pay_fen")
+        theirs.append({k: visit[k] for k in fields} | {"reversed": True})  # the counter visit, reversed
+        if theirs:
+            theirs[0]["fund_pay_fen"] += 100  # the HIS recorded one fund share a yuan too high
+        body = {"from": today, "to": today, "claims": theirs}
+        print(
+            f"POST /v1/statements/reconcile (3202): the HIS's {len(theirs)} claims,"
+            " one missing, one a yuan off:"
+        )
+        result = (await http.post("/v1/statements/reconcile", json=body, headers=headers)).json()
+        print(f"  balanced: {result['balanced']}")
+        for mismatch in result["mismatches"][:6]:
+            print("  " + orjson.dumps(mismatch).decode())
+    month = today[:7]
+    report = Path(tempfile.gettempdir()) / f"claims-demo-report-{month}.html"
+    for title, args in (
+        (
+            f"python -m worker statement --month {month} --format text",
+            ["statement", "--month", month, "--format", "text"],
+        ),
+        (
+            f"python -m worker stats --month {month} --view fund_spending",
+            ["stats", "--month", month, "--view", "fund_spending"],
+        ),
+        (f"python -m worker alerts --month {month} --dry-run", ["alerts", "--month", month, "--dry-run"]),
+        (
+            f"python -m worker report --month {month} --out {report}",
+            ["report", "--month", month, "--out", str(report)],
+        ),
+    ):
+        print(f"\n$ {title}")
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "worker", *args],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+        )
+        print(done.stdout.rstrip() or done.stderr.rstrip())
+    print(f"open {report} in a browser: the month's charts and tables, no network needed")
+
+
 async def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="claims-demo-"))
     try:
@@ -199,20 +271,32 @@ async def main() -> int:
 
 
 async def _main(workdir: Path) -> int:
-    print("starting a local broker and Redis ...")
+    print("starting a local broker, Redis and PostgreSQL ...")
     broker = start_broker(str(workdir))
     redis = start_redis()
+    postgres = start_postgres()
     worker: WorkerProcess | None = None
     gateway: WorkerProcess | None = None
+    records: WorkerProcess | None = None
     try:
-        settings, env = _settings(broker.bootstrap_servers, redis.url, f"demo{int(time.time())}", 4)
-        print(f"broker: {broker.kind} at {broker.bootstrap_servers}; redis: {redis.url}")
+        prefix = f"demo{int(time.time())}"
+        settings, env = _settings(broker.bootstrap_servers, redis.url, prefix, 4)
+        env["DATABASE_URL"] = await postgres.create_database(prefix)
+        env["WORKER_RECORDS_GROUP"] = f"{prefix}-records"
+        print(
+            f"broker: {broker.kind} at {broker.bootstrap_servers}; redis: {redis.url};"
+            f" postgres: {postgres.kind}"
+        )
         await ensure_topics(settings)
         registry, accounts, claims = _sample()
         await produce_lines(broker.bootstrap_servers, settings, synthetic.encode(registry))
         worker = WorkerProcess(env, workdir / "worker.log")
-        print("starting the worker ...")
+        print("starting the worker and the records service ...")
         worker.start()
+        records = WorkerProcess(
+            {**env, "WORKER_HEALTH_PORT": "0"}, workdir / "records.log", command="records"
+        )
+        records.start()
         await produce_lines(broker.bootstrap_servers, settings, synthetic.encode(accounts))
         await collect(broker.bootstrap_servers, output_topics(settings), len(accounts), 60)
         started = time.monotonic()
@@ -288,14 +372,18 @@ async def _main(workdir: Path) -> int:
         await collect(broker.bootstrap_servers, output_topics(settings), answered, 30)
         print(f"{nanchang['member_id']} brings 300 yuan into the account (transfer in) before the visit")
         await _counter_visit(url, secret, nanchang["member_id"])
+        await _agency_books(url, secret, env, settled)
         return 0 if len(settled) + len(rejected) == len(claims) else 1
     finally:
-        print("stopping the worker, broker and Redis ...")
+        print("stopping the worker, the records service, the broker, Redis and PostgreSQL ...")
+        if records is not None:
+            records.close()
         if gateway is not None:
             gateway.close()
         if worker is not None:
             worker.close()
         redis.close()
+        postgres.close()
         broker.close()
 
 
