@@ -279,3 +279,19 @@ async def test_the_report_opens_in_headless_chromium_with_every_chart(filled: Fi
     assert names["fund-by-day"]["bars"] == 31
     assert (tmp_path / "report.png").stat().st_size > 10_000
     assert "NC-H01" in text and "Alerts of the month" in text
+
+
+def test_month_keywords_for_scheduled_jobs() -> None:
+    import argparse
+    import datetime as dt
+
+    from worker.__main__ import month_arg
+    from worker.clock import china_today
+
+    today = china_today()
+    assert month_arg("current") == today.strftime("%Y-%m")
+    assert month_arg("previous") == (today.replace(day=1) - dt.timedelta(days=1)).strftime("%Y-%m")
+    assert month_arg("2024-02") == "2024-02"
+    for bad in ("2024-2", "2024-13", "last", "2024-02-01"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            month_arg(bad)

@@ -254,6 +254,7 @@ def test_manifests_agree_with_the_product(folder: Path) -> None:
     for name, port in (
         ("claims-worker", int(settings["WORKER_HEALTH_PORT"])),
         ("claims-gateway", int(settings["WORKER_GATEWAY_PORT"])),
+        ("claims-records", int(settings["WORKER_HEALTH_PORT"])),
     ):
         pod = _by(documents, "Deployment", name)["spec"]["template"]["spec"]
         assert pod["terminationGracePeriodSeconds"] > grace
@@ -279,7 +280,7 @@ def test_manifests_agree_with_the_product(folder: Path) -> None:
         for ref in (e.get("valueFrom", {}) for e in c.get("env", []))
         if "secretKeyRef" in ref
     }
-    assert secrets == {"claims-redis", "claims-kafka", "claims-gateway-tokens"}
+    assert secrets == {"claims-redis", "claims-kafka", "claims-gateway-tokens", "claims-records-db"}
     assert "REDIS_URL" not in settings and "KAFKA_SASL_PASSWORD" not in settings  # secrets stay in Secrets
 
 
@@ -309,3 +310,15 @@ def test_alerts_and_dashboard_query_metrics_the_product_exposes() -> None:
     exprs += [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     used = {m for e in exprs for m in re.findall(r"\b(claims_[a-z_]+)", e)}
     assert used and used <= known, used - known
+
+
+def test_the_deployed_thresholds_are_valid_and_mounted_by_the_alerts_job() -> None:
+    from worker.domain.warning import load_thresholds
+
+    load_thresholds(KUBE / "base" / "warning" / "thresholds.toml")
+    documents = render(KUBE / "overlays" / "production")
+    job = _by(documents, "CronJob", "claims-alerts")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in job["containers"][0]["env"]}
+    mount = job["containers"][0]["volumeMounts"][0]["mountPath"]
+    assert env["WORKER_WARNING_THRESHOLDS"].startswith(mount)
+    assert job["volumes"][0]["configMap"]["name"].startswith("claims-warning")

@@ -72,9 +72,15 @@ every command)."""
 
 
 def month_arg(text: str) -> str:
-    """argparse type of --month: YYYY-MM."""
+    """argparse type of --month: YYYY-MM, or `current` / `previous` (China dates; for scheduled jobs)."""
     import datetime as dt
 
+    if text in ("current", "previous"):
+        from worker.clock import china_today
+
+        today = china_today()
+        day = today if text == "current" else today.replace(day=1) - dt.timedelta(days=1)
+        return day.strftime("%Y-%m")
     try:
         if len(text) != 7:
             raise ValueError

@@ -15,3 +15,8 @@ def now_text() -> str:
 def china_year() -> int:
     """The current calendar year in UTC+08:00 (the retention window counts in service years)."""
     return dt.datetime.now(CHINA_TZ).year
+
+
+def china_today() -> dt.date:
+    """Today's date in UTC+08:00 (statements and months count in China dates)."""
+    return dt.datetime.now(CHINA_TZ).date()
