@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import yaml
 
 from tests.conftest import ROOT
 
 
+def gateway_database(services: dict[str, Any]) -> str:
+    url: str = services["gateway"]["environment"]["DATABASE_URL"]
+    return url
+
+
 def test_compose_file_describes_kafka_redis_and_three_workers() -> None:
     compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"kafka", "redis", "worker", "gateway"}
+    assert set(services) == {"kafka", "redis", "postgres", "worker", "gateway", "records"}
+    records = services["records"]
+    assert records["entrypoint"] == ["claims-worker", "records"]
+    assert records["environment"]["DATABASE_URL"].startswith("postgresql://claims:")
+    assert "@postgres:5432/" in gateway_database(services)
+    assert (
+        f"127.0.0.1:{records['environment']['WORKER_HEALTH_PORT']}/readyz"
+        in records["healthcheck"]["test"][-1]
+    )
     gateway = services["gateway"]
     assert gateway["entrypoint"] == ["claims-worker", "gateway"]
     assert gateway["environment"]["WORKER_GATEWAY_HOST"] == "0.0.0.0"
