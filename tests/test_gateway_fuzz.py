@@ -9,6 +9,7 @@ import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -17,7 +18,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from tests.builders import NANCHANG_FACILITIES, member, raw
 from tests.gateway_support import GatewayProcess, auth
 from tests.kafka_support import Cluster
-from worker.local.services import Broker, RedisService
+from worker.local.services import Broker, PostgresService, RedisService
+from worker.records.database import migrate
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +29,10 @@ _counter = itertools.count()
 
 @pytest.fixture(scope="module")
 def live_gateway(
-    broker: Broker, redis_service: RedisService, tmp_path_factory: pytest.TempPathFactory
+    broker: Broker,
+    redis_service: RedisService,
+    postgres: PostgresService,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[GatewayProcess]:
     world = Cluster(
         broker.bootstrap_servers, redis_service.url, f"fz{next(_counter)}", tmp_path_factory.mktemp("fuzz")
@@ -35,11 +40,23 @@ def live_gateway(
     asyncio.run(world.create_topics())
     asyncio.run(world.publish([raw(m) for m in [*NANCHANG_FACILITIES, member("M1", "nanchang")]]))
     world.worker().start()
-    gateway = GatewayProcess(world, WORKER_GATEWAY_WAIT_SECONDS="2")
+    database = asyncio.run(_records_database(postgres, f"fz{next(_counter)}"))
+    gateway = GatewayProcess(world, WORKER_GATEWAY_WAIT_SECONDS="2", DATABASE_URL=database)
     gateway.start(wait_ready=0)
     gateway.wait_ready()
     yield gateway
     world.close()
+
+
+async def _records_database(postgres: PostgresService, name: str) -> str:
+    """An empty, migrated records database: the statements answer from it."""
+    url = await postgres.create_database(name)
+    connection = await asyncpg.connect(url)
+    try:
+        await migrate(connection)
+    finally:
+        await connection.close()
+    return url
 
 
 @schema.parametrize()

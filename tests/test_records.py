@@ -21,7 +21,7 @@ import pytest_asyncio
 from tests.kafka_support import fresh_world
 from tests.records_support import EVENT_TABLES, Books, books_world, end_offsets
 from worker.bench import books
-from worker.local.services import Broker, PostgresService, RedisService
+from worker.local.services import Broker, PostgresService, RedisService, start_postgres
 from worker.records.database import LATEST, DatabaseError, migrate, require_schema
 from worker.records.rows import Rows, add
 from worker.records.writer import Fenced, RecordsWriter
@@ -288,3 +288,32 @@ async def test_the_service_refuses_to_start_without_a_database(world: Books) -> 
     service.start(wait_ready=0)
     assert service.process is not None and service.process.wait(60) == 2
     assert "DATABASE_URL is not set" in service.log_text()
+
+
+async def test_a_database_outage_pauses_the_service_and_loses_nothing(
+    broker: Broker, redis_service: RedisService, tmp_path: Path
+) -> None:
+    """PostgreSQL stopped under a running service, events arriving meanwhile, then started again."""
+    own = start_postgres(use_env=False)  # a server of its own: the others' stays up
+    cluster = await fresh_world(broker.bootstrap_servers, redis_service.url, "recdown", tmp_path)
+    world = await books_world(cluster, own, "down")
+    try:
+        _, events = await _month()
+        await world.publish_outcomes(events[:3000])
+        service = world.records().start()
+        assert await _wait_rows(world, 3000) == 3000
+        own.stop_server()
+        await world.publish_outcomes(events[3000:])
+        await asyncio.sleep(4)
+        assert service.process is not None and service.process.poll() is None  # waiting, not dead
+        own.start_server()
+        assert await _wait_rows(world, len(events)) == len(events)
+        await asyncio.sleep(0.5)
+        assert service.terminate() == 0
+        assert "records database failed" in service.log_text()
+        await _check_books_equal_events(world, events)
+        await _offsets_at_end(world)
+    finally:
+        world.close()
+        cluster.close()
+        own.close()

@@ -296,18 +296,28 @@ def restart_redis_process(
 
 @dataclass
 class PostgresService:
-    """A PostgreSQL server: `url` names a database the caller may create others beside."""
+    """A PostgreSQL server: `url` names a database the caller may create others beside. A private
+    cluster can be stopped and started again on the same data and port (`stop_server`,
+    `start_server`: an outage for the tests)."""
 
     url: str
     kind: str  # "external", "testcontainers" or "private"
     started: Started
-    stop: Callable[[], None] | None = None
+    private: _PrivateCluster | None = None
 
     def close(self) -> None:
-        if self.stop is not None:
-            self.stop()
-            self.stop = None
+        if self.private is not None:
+            self.private.stop()
+            self.private = None
         self.started.close()
+
+    def stop_server(self) -> None:
+        assert self.private is not None, "only a private cluster can be stopped"
+        self.private.stop()
+
+    def start_server(self) -> None:
+        assert self.private is not None, "only a private cluster can be started"
+        self.private.start()
 
     async def create_database(self, name: str) -> str:
         """Drop and create database `name` on this server; its URL."""
@@ -331,10 +341,73 @@ def _postgres_binaries() -> Path:
     return found[-1].parent
 
 
+class _PrivateCluster:
+    """initdb in a temporary folder, then `postgres` on a free port (as the `postgres` user when this
+    process is root: PostgreSQL refuses to run as root)."""
+
+    def __init__(self, folder: str) -> None:
+        self.binaries = _postgres_binaries()
+        self.folder = folder
+        self.data = Path(folder) / "data"
+        self.as_user: dict[str, Any] = {}
+        if os.geteuid() == 0:
+            import pwd
+
+            account = pwd.getpwnam("postgres")
+            os.chown(folder, account.pw_uid, account.pw_gid)
+            self.as_user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+        done = subprocess.run(
+            [str(self.binaries / "initdb"), "-D", str(self.data), "-U", "claims", "--auth=trust",
+             "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            **self.as_user,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed: {done.stderr.decode(errors='replace')[-500:]}")
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(Path(self.folder) / "postgres.log", "ab")  # noqa: SIM115 - owned by the process
+        self.process = subprocess.Popen(
+            [str(self.binaries / "postgres"), "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
+             "-k", self.folder, "-c", "max_connections=200", "-c", "shared_buffers=256MB"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **self.as_user,
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + 60
+        while True:  # listening is not accepting: wait until it takes connections
+            if self.process.poll() is not None:
+                raise RuntimeError(f"postgres exited with {self.process.returncode}")
+            ready = subprocess.run(
+                [str(self.binaries / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                check=False,
+            )
+            if ready.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("postgres did not accept connections within 60 s")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGTERM would wait for every client to disconnect)."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 def start_postgres(use_env: bool = True) -> PostgresService:
     """PostgreSQL, in this order: `DATABASE_URL`; a testcontainer when a Docker daemon answers; else a
-    private cluster from Debian's binaries in a temporary folder, on a free port, stopped by `close()`
-    (run as the `postgres` user when this process is root: PostgreSQL refuses to run as root)."""
+    private cluster from Debian's binaries in a temporary folder, on a free port, stopped by `close()`."""
     existing = os.environ.get("DATABASE_URL") if use_env else None
     if existing:
         return PostgresService(existing, "external", Started())
@@ -350,76 +423,14 @@ def start_postgres(use_env: bool = True) -> PostgresService:
         except Exception as exc:  # e.g. the image cannot be pulled from this network
             logger.warning("PostgreSQL testcontainer did not start (%s); using a private cluster", exc)
             started.close()
-    binaries = _postgres_binaries()
     folder = tempfile.mkdtemp(prefix="postgres-")
     started.dirs.append(folder)
-    data = Path(folder) / "data"
-    as_user: dict[str, Any] = {}
-    if os.geteuid() == 0:
-        import pwd
-
-        account = pwd.getpwnam("postgres")
-        os.chown(folder, account.pw_uid, account.pw_gid)
-        as_user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
     try:
-        subprocess.run(
-            [
-                str(binaries / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "claims",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C.UTF-8",
-                "--no-sync",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            **as_user,
-        )
-        port = free_port()
-        log = open(Path(folder) / "postgres.log", "wb")  # noqa: SIM115 - owned by the process
-        process = subprocess.Popen(
-            [
-                str(binaries / "postgres"),
-                "-D",
-                str(data),
-                "-p",
-                str(port),
-                "-h",
-                "127.0.0.1",
-                "-k",
-                folder,
-                "-c",
-                "max_connections=200",
-                "-c",
-                "shared_buffers=256MB",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            **as_user,
-        )
-        started.processes.append(process)
-        wait_for_port(port, process=process)
-    except subprocess.CalledProcessError as exc:
-        started.close()
-        raise RuntimeError(f"initdb failed: {exc.stderr.decode(errors='replace')[-500:]}") from None
+        cluster = _PrivateCluster(folder)
+        cluster.start()
     except Exception:
         started.close()
         raise
-
-    def fast_shutdown() -> None:  # SIGTERM would wait for every client to disconnect
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-    url = f"postgresql://claims@127.0.0.1:{port}/postgres"
-    return PostgresService(url, "private", started, fast_shutdown)
+    return PostgresService(
+        f"postgresql://claims@127.0.0.1:{cluster.port}/postgres", "private", started, cluster
+    )

@@ -47,16 +47,18 @@ def roles(settings: Settings) -> dict[str, str]:
 
 
 class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
-    """On every assignment, continue from the offsets stored with the rows, not Kafka's."""
+    """On every assignment, continue from the offsets stored with the rows, not Kafka's. The listener
+    only raises a flag: the service's one task, which owns the database connection, seeks before it
+    writes anything more (and drops a batch fetched before the seek)."""
 
     def __init__(self, service: RecordsService) -> None:
         self.service = service
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        return None
+        self.service.reseek = True
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self.service.seek(assigned)
+        self.service.reseek = True
 
 
 class RecordsService:
@@ -68,6 +70,9 @@ class RecordsService:
         self.writer: RecordsWriter | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.ready = asyncio.Event()
+        self.reseek = True
+        """Seek to the stored offsets before the next write (set on every assignment and after a
+        database failure)."""
         self.written = 0
         if metrics is not None:
             metrics.lag(self._lag)
@@ -125,13 +130,42 @@ class RecordsService:
                 log.info("ready: %d partitions assigned", len(partitions))
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Write batches until `stop` is set (the batch in hand is finished first)."""
-        assert self.consumer is not None and self.writer is not None
+        """Write batches until `stop` is set (the batch in hand is finished first). A database that
+        fails is reconnected with back-off; the partitions then continue from the stored offsets."""
+        assert self.consumer is not None
+        delay = 0.5
         while not stop.is_set():
-            batch = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.records_batch_size)
-            if not batch:
-                continue
-            await self._write(batch)
+            try:
+                if self.reseek:
+                    self.reseek = False
+                    await self.seek(list(self.consumer.assignment()))
+                batch = await self.consumer.getmany(
+                    timeout_ms=200, max_records=self.settings.records_batch_size
+                )
+                if batch and not self.reseek:  # a batch fetched across a rebalance is fetched again
+                    await self._write(batch)
+                delay = 0.5
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                log.warning("records database failed (%s); retrying in %.1f s", type(exc).__name__, delay)
+                self.reseek = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_seconds)
+                await self._reconnect()
+
+    async def _reconnect(self) -> None:
+        """A fresh connection and writer (what the old writer expected is read again by the seek)."""
+        if self.connection is not None and not self.connection.is_closed():
+            return
+        with contextlib.suppress(Exception):
+            if self.connection is not None:
+                self.connection.terminate()
+        try:
+            connection = await asyncpg.connect(dsn(self.settings), command_timeout=120)
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("records database not reachable (%s)", type(exc).__name__)
+            return
+        self.connection = connection
+        self.writer = RecordsWriter(connection, self.settings.records_group)
 
     async def _write(self, batch: dict[TopicPartition, list[Any]]) -> None:
         assert self.consumer is not None and self.writer is not None
@@ -154,7 +188,7 @@ class RecordsService:
             log.warning("batch not written: %s; seeking to the stored offsets", exc)
             if self.metrics is not None:
                 self.metrics.fenced.inc()
-            await self.seek(list(self.consumer.assignment()))
+            self.reseek = True
             return
         self.written += len(out)
         if out.unreadable:

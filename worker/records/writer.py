@@ -9,6 +9,7 @@ move its offset back or overwrite newer reference data; it gets `Fenced` and see
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 
 import asyncpg
@@ -29,10 +30,14 @@ class RecordsWriter:
         self.expected: dict[TopicPartition, int | None] = {}
         """The stored next offset of each partition as this writer last saw or wrote it."""
         self._staged = False
+        self._lock = asyncio.Lock()  # one statement at a time on the connection
 
     async def stored(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
         """The stored next offsets (None: nothing stored), remembered as what the next write expects."""
-        wanted = list(partitions)
+        async with self._lock:
+            return await self._stored(list(partitions))
+
+    async def _stored(self, wanted: list[TopicPartition]) -> dict[TopicPartition, int | None]:
         rows = await self.connection.fetch(
             "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer_group = $1"
             " AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[]))",
@@ -65,6 +70,15 @@ class RecordsWriter:
     ) -> None:
         """Write the rows and move the partitions to `next_offsets`, all or nothing (`before_commit`:
         fault injection, called with everything written and nothing committed)."""
+        async with self._lock:
+            await self._write(rows, next_offsets, before_commit)
+
+    async def _write(
+        self,
+        rows: Rows,
+        next_offsets: dict[TopicPartition, int],
+        before_commit: Callable[[], None] | None,
+    ) -> None:
         await self._stage()
         async with self.connection.transaction():
             await self._fence(next_offsets)
