@@ -14,13 +14,15 @@ from typing import Any
 
 def _replay(args: argparse.Namespace) -> int:
     from worker.replay import Replayer
+    from worker.settings import load_settings
 
+    replayer = Replayer(load_settings().policies())  # WORKER_POLICY_DIR, like every process
     out = sys.stdout.buffer
     if args.file in (None, "-"):
-        Replayer().run(sys.stdin.buffer, out)
+        replayer.run(sys.stdin.buffer, out)
     else:
         with open(args.file, "rb") as handle:
-            Replayer().run(handle, out)
+            replayer.run(handle, out)
     out.flush()
     return 0
 
@@ -110,6 +112,17 @@ def _books(args: argparse.Namespace) -> int:
     if args.command == "alerts":
         return cli.alert(settings, args.month, args.city, args.dry_run, args.format, args.thresholds)
     return cli.write_report(settings, args.month, args.city, Path(args.out))
+
+
+def _policy(args: argparse.Namespace) -> int:
+    from worker.ops import policy
+
+    if args.action == "check":
+        return policy.check(args.path)
+    directory = args.dir or (
+        Path(os.environ["WORKER_POLICY_DIR"]) if os.environ.get("WORKER_POLICY_DIR") else None
+    )
+    return policy.show(args.id, directory)
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -253,6 +266,21 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--city", help="one city only")
     report.add_argument("--out", default="report.html", help="the HTML file to write")
     report.set_defaults(func=_books)
+    policy = add("policy", help="check a policy file or folder, or show a policy as tables")
+    policy_commands = policy.add_subparsers(dest="action", required=True)
+    check = policy_commands.add_parser(
+        "check", help="validate a policy file or a folder (exit 0 valid, 1 not)"
+    )
+    check.add_argument("path", type=Path)
+    check.set_defaults(func=_policy)
+    show = policy_commands.add_parser(
+        "show", help="print a policy as tables, with the articles each part implements"
+    )
+    show.add_argument("id", help="a policy id, e.g. nanchang-2023")
+    show.add_argument(
+        "--dir", type=Path, help="the policy folder (default: WORKER_POLICY_DIR or the packaged set)"
+    )
+    show.set_defaults(func=_policy)
     add("bench", help="end-to-end Kafka benchmark (python -m worker bench --help)")
     args = parser.parse_args(argv)
     return int(args.func(args))

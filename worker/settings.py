@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -13,6 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.adapters.redis_durability import DURABILITY_PATTERN
+from worker.domain.policy import PolicyBook, load_policies
 from worker.ops.logs import setup_logging
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -120,6 +122,10 @@ class Settings(BaseSettings):
     """Fault injection for the redelivery test: die (SIGKILL) after publishing a batch's answers and
     before committing its offsets. Never set in production."""
 
+    policy_dir: str | None = None
+    """Folder of the policy set (one TOML file per city version); unset: the packaged set. Every
+    process reads it at start; check a set first with `python -m worker policy check DIR`."""
+
     # ---------------------------------------------------------------- the agency's books (records)
     database_url: SecretStr | None = Field(None, validation_alias="DATABASE_URL")
     """PostgreSQL of the settlement records (`postgresql://user:password@host:5432/db`): written by
@@ -185,6 +191,10 @@ class Settings(BaseSettings):
         """The Redis URL without user or password, for logs."""
         return _without_credentials(self.redis_url.get_secret_value())
 
+    def policies(self) -> PolicyBook:
+        """The policy set of `WORKER_POLICY_DIR` (or the packaged one); PolicyError when invalid."""
+        return load_policies(Path(self.policy_dir) if self.policy_dir else None)
+
     @property
     def database_endpoint(self) -> str:
         """The database URL without user or password, for logs ("none" when unset)."""
@@ -248,13 +258,22 @@ def explain(error: ValidationError) -> list[str]:
 
 
 def load_settings() -> Settings:
-    """Settings from the environment, or one line per problem on stderr and exit status 2."""
+    """Settings from the environment, or one line per problem on stderr and exit status 2 (an
+    invalid policy set included: every process settles with it)."""
     try:
         settings = Settings()
     except ValidationError as error:
         for line in explain(error):
             print(line, file=sys.stderr)
         raise SystemExit(2) from None
+    if settings.policy_dir is not None:
+        from worker.domain.errors import PolicyError
+
+        try:
+            settings.policies()
+        except PolicyError as error:
+            print(f"configuration error: WORKER_POLICY_DIR={settings.policy_dir!r}: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
     setup_logging(settings.log_level, settings.log_format, settings.secret_values())
     for name in unknown_variables():
         logging.getLogger("worker.settings").warning("unknown setting %s is ignored (a misspelling?)", name)

@@ -8,7 +8,6 @@ message naming the file and the field. A new city is one new file; no code branc
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import tomllib
 from collections.abc import Iterable
 from decimal import Decimal
@@ -145,13 +144,33 @@ class AccountSpec(_Data):
     closing: dict[CloseReason, ClosingSpec] = {}
 
 
+ARTICLE_KEYS = frozenset(
+    {
+        "valid", "class_tables", "band", "tables", "fund_excluded_categories", "uncounted_categories",
+        "uncapped_categories", "fund_exclusions", "accounts", "accounts.allowed_categories",
+        "accounts.retiree_credits", "accounts.incentive", "accounts.payments", "accounts.closing",
+    }
+)  # fmt: skip
+"""The parts of a policy an `articles` entry may cite (what `policy show` prints beside each table)."""
+
+
 class Policy(_Data):
-    """One policy version of one city."""
+    """One policy version of one city.
+
+    Versions of one city must not overlap. A version that starts inside a year (mid-year) applies its
+    segments, ratios and caps to claims served from its `valid_from`; the member's year accumulators
+    (counted amount, fund paid, capped fund, claims) continue across the change — the year is the
+    member's, not the version's (README "Policy versions").
+    """
 
     id: str = Field(min_length=1)
     city: str = Field(min_length=1)
     valid_from: dt.date
     valid_to: dt.date | None = None
+    source: str | None = None
+    """The document this version implements (title and number)."""
+    articles: dict[str, str] = {}
+    """Part of the policy → the articles it implements, e.g. `tables = "art. 17"`."""
     distinguishes_age70: bool = False
     class_tables: dict[Literal["employed", "retired", "retired_70plus", "pre1949"], str]
     tables: dict[str, TableSpec]
@@ -187,6 +206,9 @@ class Policy(_Data):
             raise ValueError(f"fund_exclusions: unknown code {', '.join(sorted(unknown))}")
         if self.uncounted_categories & self.uncapped_categories:
             raise ValueError("a category cannot be both uncounted and uncapped")
+        unknown_parts = set(self.articles) - ARTICLE_KEYS
+        if unknown_parts:
+            raise ValueError(f"articles: unknown part {', '.join(sorted(unknown_parts))}")
         return self
 
     def in_force(self, day: dt.date) -> bool:
@@ -199,20 +221,43 @@ class Policy(_Data):
         return self.fund_exclusions.get(code, True)
 
 
+def overlaps(policies: Iterable[Policy]) -> list[tuple[Policy, Policy]]:
+    """Pairs of versions of one city whose periods overlap (each pair once, in date order)."""
+    by_city: dict[str, list[Policy]] = {}
+    for policy in policies:
+        by_city.setdefault(policy.city, []).append(policy)
+    out = []
+    for versions in by_city.values():
+        versions.sort(key=lambda p: p.valid_from)
+        for index, before in enumerate(versions):
+            for after in versions[index + 1 :]:
+                if before.valid_to is None or before.valid_to >= after.valid_from:
+                    out.append((before, after))
+    return out
+
+
+def _period(policy: Policy) -> str:
+    return f"{policy.valid_from} … {policy.valid_to or 'open'}"
+
+
 class PolicyBook:
     """All policy versions, looked up by (member city, date)."""
 
     def __init__(self, policies: Iterable[Policy]) -> None:
+        every = list(policies)
+        clashes = overlaps(every)
+        if clashes:
+            before, after = clashes[0]
+            raise PolicyError(
+                f"{before.city}: versions {before.id} ({_period(before)}) and {after.id}"
+                f" ({_period(after)}) overlap"
+            )
         by_city: dict[str, list[Policy]] = {}
-        for policy in policies:
+        for policy in sorted(every, key=lambda p: p.valid_from):
             by_city.setdefault(policy.city, []).append(policy)
-        for city, versions in by_city.items():
-            versions.sort(key=lambda p: p.valid_from)
-            for before, after in itertools.pairwise(versions):
-                if before.valid_to is None or before.valid_to >= after.valid_from:
-                    raise PolicyError(f"{city}: versions {before.id} and {after.id} overlap")
         self._by_city = by_city
-        self.ids = frozenset(p.id for ps in by_city.values() for p in ps)
+        self.ids = frozenset(p.id for p in every)
+        self.by_id = {p.id: p for p in every}
 
     def find(self, city: str, day: dt.date) -> Policy | None:
         for policy in self._by_city.get(city, ()):
@@ -236,8 +281,47 @@ def load_policy(path: Path) -> Policy:
         raise PolicyError(f"{path.name}: {where}: {first['msg']}") from exc
 
 
-def load_policies(directory: Path = POLICY_DIR) -> PolicyBook:
+def load_policies(directory: Path | None = None) -> PolicyBook:
+    """The policy set of a folder (`WORKER_POLICY_DIR`; default: the packaged `policies/`)."""
+    directory = directory or POLICY_DIR
     files = sorted(directory.glob("*.toml"))
     if not files:
         raise PolicyError(f"no policy files in {directory}")
     return PolicyBook(load_policy(path) for path in files)
+
+
+def check_path(path: Path) -> list[str]:
+    """Every problem of a policy file or folder, one line each naming the file and the field: what
+    `python -m worker policy check` prints (empty: the set is valid). Versions of one city that
+    overlap are named by file."""
+    files = sorted(path.glob("*.toml")) if path.is_dir() else [path]
+    if not files:
+        return [f"{path}: no policy files (*.toml)"]
+    problems: list[str] = []
+    loaded: dict[str, tuple[Path, Policy]] = {}
+    for file in files:
+        try:
+            with file.open("rb") as handle:
+                raw = tomllib.load(handle, parse_float=Decimal)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            problems.append(f"{file.name}: cannot read policy file: {exc}")
+            continue
+        try:
+            policy = Policy.model_validate(raw)
+        except ValidationError as exc:
+            for error in exc.errors():
+                where = "".join(f"{part}: " for part in [".".join(str(x) for x in error["loc"])] if part)
+                # a whole-file check names its field in its message ("articles: unknown part …")
+                problems.append(f"{file.name}: {where}{error['msg'].removeprefix('Value error, ')}")
+            continue
+        if policy.id in loaded:
+            problems.append(f"{file.name}: id: '{policy.id}' is also the id of {loaded[policy.id][0].name}")
+            continue
+        loaded[policy.id] = (file, policy)
+    files_of = {policy.id: file for file, policy in loaded.values()}
+    for before, after in overlaps(policy for _, policy in loaded.values()):
+        problems.append(
+            f"{files_of[after.id].name}: valid_from: {before.city} version {after.id} ({_period(after)})"
+            f" overlaps {before.id} in {files_of[before.id].name} ({_period(before)})"
+        )
+    return problems

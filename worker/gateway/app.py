@@ -23,7 +23,6 @@ from contracts.types import ID_RE
 from worker.adapters.redis_client import state_store
 from worker.adapters.request_log import RequestLog
 from worker.clock import now_text
-from worker.domain.policy import load_policies
 from worker.gateway.auth import TokenVerifier, Unauthorized
 from worker.gateway.counter import Answer, Counter, problem
 from worker.gateway.replies import ReplyRouter
@@ -63,7 +62,7 @@ class Gateway:
             settings.gateway_jwt_secret.get_secret_value() if settings.gateway_jwt_secret else None,
             settings.gateway_jwt_public_key,
         )
-        self.policies = load_policies()
+        self.policies = settings.policies()
         self.facilities: dict[str, FacilityRegistered] = {}
         self.store = state_store(settings)
         self.replies = ReplyRouter(settings)

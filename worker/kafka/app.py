@@ -22,7 +22,6 @@ from redis.exceptions import RedisError
 from contracts.inbound import FacilityRegistered
 from worker.adapters.redis_client import state_store
 from worker.adapters.redis_durability import DurabilityError
-from worker.domain.policy import load_policies
 from worker.kafka import clients
 from worker.kafka.asyncapi import specification
 from worker.kafka.handler import BatchHandler, CommitOnRevoke
@@ -83,7 +82,7 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
     registry = CollectorRegistry() if settings.metrics_enabled else None
     metrics = WorkerMetrics(registry) if registry is not None else None
     startup = Startup()
-    policies = load_policies()
+    policies = settings.policies()
     facilities: dict[str, FacilityRegistered] = {}
     store = state_store(settings, durable=True)
     publisher = Publisher(settings)
