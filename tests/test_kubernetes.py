@@ -322,3 +322,21 @@ def test_the_deployed_thresholds_are_valid_and_mounted_by_the_alerts_job() -> No
     mount = job["containers"][0]["volumeMounts"][0]["mountPath"]
     assert env["WORKER_WARNING_THRESHOLDS"].startswith(mount)
     assert job["volumes"][0]["configMap"]["name"].startswith("claims-warning")
+
+
+def test_the_deployed_policy_set_is_valid_and_mounted_where_claims_are_settled() -> None:
+    from worker.domain.policy import check_path
+
+    assert check_path(KUBE / "base" / "policies") == []
+    documents = render(KUBE / "overlays" / "production")
+    settings = next(
+        d
+        for d in documents
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("claims-settings")
+    )["data"]
+    for name in ("claims-worker", "claims-gateway"):
+        pod = _by(documents, "Deployment", name)["spec"]["template"]["spec"]
+        mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+        assert mounts["policies"] == settings["WORKER_POLICY_DIR"]
+        volume = next(v for v in pod["volumes"] if v["name"] == "policies")
+        assert volume["configMap"]["name"].startswith("claims-policies")

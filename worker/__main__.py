@@ -16,7 +16,7 @@ def _replay(args: argparse.Namespace) -> int:
     from worker.replay import Replayer
     from worker.settings import load_settings
 
-    replayer = Replayer(load_settings().policies())  # WORKER_POLICY_DIR, like every process
+    replayer = Replayer(load_settings(policies=True).policies())  # WORKER_POLICY_DIR, like every process
     out = sys.stdout.buffer
     if args.file in (None, "-"):
         replayer.run(sys.stdin.buffer, out)
@@ -135,7 +135,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _gateway(args: argparse.Namespace) -> int:
     from worker.settings import load_settings
 
-    settings = load_settings()
+    settings = load_settings(policies=True)
     if args.action == "token":
         from worker.gateway.auth import issue_token
 

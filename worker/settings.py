@@ -257,16 +257,16 @@ def explain(error: ValidationError) -> list[str]:
     return lines
 
 
-def load_settings() -> Settings:
-    """Settings from the environment, or one line per problem on stderr and exit status 2 (an
-    invalid policy set included: every process settles with it)."""
+def load_settings(policies: bool = False) -> Settings:
+    """Settings from the environment, or one line per problem on stderr and exit status 2 (with
+    `policies`, for the processes that settle or quote, an invalid WORKER_POLICY_DIR set too)."""
     try:
         settings = Settings()
     except ValidationError as error:
         for line in explain(error):
             print(line, file=sys.stderr)
         raise SystemExit(2) from None
-    if settings.policy_dir is not None:
+    if policies and settings.policy_dir is not None:
         from worker.domain.errors import PolicyError
 
         try:

@@ -255,5 +255,5 @@ def app_startup_step(app: AsgiFastStream) -> str:
 
 def run_worker() -> int:
     """Run on uvloop (libuv's event loop; the worker is I/O- and loop-bound) until SIGTERM/SIGINT."""
-    settings = load_settings()
+    settings = load_settings(policies=True)
     return uvloop.run(serve(create_app(settings), settings))
