@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from worker.charts import yuan
 from worker.clock import now_text
 from worker.domain.warning import Thresholds, ThresholdsError, load_thresholds
 from worker.records import alerts, queries, report
@@ -54,7 +55,7 @@ def _text(rows: Sequence[dict[str, Any]]) -> str:
     headers = [h.removesuffix("_fen") + (" (yuan)" if h.endswith("_fen") else "") for h in rows[0]]
     cells = [
         [
-            report.yuan(v) if k.endswith("_fen") and isinstance(v, int) else ("" if v is None else str(v))
+            yuan(v) if k.endswith("_fen") and isinstance(v, int) else ("" if v is None else str(v))
             for k, v in r.items()
         ]
         for r in rows
