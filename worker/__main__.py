@@ -125,6 +125,52 @@ def _policy(args: argparse.Namespace) -> int:
     return policy.show(args.id, directory)
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    import json
+
+    from worker.domain.errors import PolicyError
+    from worker.lab.report import render, summary
+    from worker.lab.simulate import simulate
+    from worker.settings import load_settings
+
+    settings = load_settings()
+    baseline = args.baseline or (Path(settings.policy_dir) if settings.policy_dir else None)
+    if not args.claims.is_file():
+        print(f"simulate: no file {args.claims}", file=sys.stderr)
+        return 2
+    try:
+        result = simulate(args.claims, args.draft, baseline, max(1, args.jobs))
+    except PolicyError as exc:
+        print(f"simulate: {exc}", file=sys.stderr)
+        return 2
+    if args.out:
+        Path(args.out).write_text(render(result), encoding="utf-8")
+        print(f"report written to {args.out}", file=sys.stderr)
+    print(
+        json.dumps(result, ensure_ascii=False, indent=2) if args.json else summary(result),
+        end="\n" if args.json else "",
+    )
+    return 0
+
+
+def _population(args: argparse.Namespace) -> int:
+    import orjson
+
+    from worker.lab.population import generate
+
+    out = sys.stdout.buffer if args.out in (None, "-") else open(args.out, "wb")  # noqa: SIM115
+    try:
+        count = 0
+        for message in generate(args.city, args.members, args.year, args.seed):
+            out.write(orjson.dumps(message) + b"\n")
+            count += 1
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+    print(f"{count:,} messages of a synthetic {args.city} year {args.year}", file=sys.stderr)
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from worker.ops.inspect import run_inspect
     from worker.settings import load_settings
@@ -281,6 +327,26 @@ def main(argv: list[str] | None = None) -> int:
         "--dir", type=Path, help="the policy folder (default: WORKER_POLICY_DIR or the packaged set)"
     )
     show.set_defaults(func=_policy)
+    sim = add(
+        "simulate",
+        help="the fund impact of a draft policy set: settle the same stream under the baseline and the draft",
+    )
+    sim.add_argument("--claims", type=Path, required=True, help="inbound JSONL (registry, accounts, claims)")
+    sim.add_argument(
+        "--draft", type=Path, required=True, help="the draft policy set (a folder of TOML files)"
+    )
+    sim.add_argument("--baseline", type=Path, help="default: WORKER_POLICY_DIR or the packaged set")
+    sim.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes (members split by id)")
+    sim.add_argument("--json", action="store_true", help="the figures as JSON")
+    sim.add_argument("--out", help="also write a self-contained HTML report")
+    sim.set_defaults(func=_simulate)
+    population = add("population", help="a synthetic city year (inbound JSONL), deterministic by seed")
+    population.add_argument("--city", default="nanchang")
+    population.add_argument("--members", type=int, default=10_000)
+    population.add_argument("--year", type=int, default=2024)
+    population.add_argument("--seed", type=int, default=1)
+    population.add_argument("--out", help="file to write (default: stdout)")
+    population.set_defaults(func=_population)
     add("bench", help="end-to-end Kafka benchmark (python -m worker bench --help)")
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -35,7 +35,7 @@ def bar_chart(name: str, bars: Sequence[tuple[str, int]], unit: str = "fen", ver
     top = max(max(v for _, v in bars), 0)
     bottom = min(min(v for _, v in bars), 0)
     span = (top - bottom) or 1
-    fmt = yuan if unit == "fen" else percent
+    fmt = yuan if unit == "fen" else percent if unit == "bp" else str
     parts = []
     if vertical:
         height, plot = 240, 200
