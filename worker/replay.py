@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 from contracts.inbound import FacilityRegistered, MemberProfile
@@ -36,6 +36,11 @@ class Replayer:
         return asyncio.run(self.replay(lines, out))
 
     async def replay(self, lines: Iterable[bytes], out: BinaryIO) -> int:
+        return await self.replay_decoded(decode_lines(lines, now_text()), out)
+
+    async def replay_decoded(self, items: Iterable[tuple[Source, bytes, Decoded]], out: BinaryIO) -> int:
+        """Replay lines decoded already (`decode_lines`): `simulate` decodes a stream once and settles
+        it under two policy sets."""
         write = out.write
         settle = self.settler.settle_decoded
         pending: list[tuple[Record, Decoded]] = []
@@ -53,11 +58,8 @@ class Replayer:
                 write(outgoing.event.data + b"\n")
             pending.clear()
 
-        for offset, line in enumerate(lines):
+        for source, raw, decoded in items:
             count += 1
-            raw = line.rstrip(b"\r\n")
-            source = Source("replay", 0, offset)
-            decoded = decode(raw, source, now)
             message = decoded.message
             if isinstance(message, MemberProfile | FacilityRegistered):
                 if pending:
@@ -77,3 +79,11 @@ class Replayer:
             gc.enable()
             gc.collect(1)
         return count
+
+
+def decode_lines(lines: Iterable[bytes], now: str) -> Iterator[tuple[Source, bytes, Decoded]]:
+    """Each line (its newline stripped) with its replay position and what `decode` makes of it."""
+    for offset, line in enumerate(lines):
+        raw = line.rstrip(b"\r\n")
+        source = Source("replay", 0, offset)
+        yield source, raw, decode(raw, source, now)

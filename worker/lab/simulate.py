@@ -16,6 +16,7 @@ facilities most affected.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import multiprocessing
 import time
@@ -28,8 +29,9 @@ from typing import Any
 
 import orjson
 
+from worker.clock import now_text
 from worker.domain.policy import load_policies
-from worker.replay import Replayer
+from worker.replay import Replayer, decode_lines
 
 # (claim_id, member_id, city, month, treatment, band, facility_id, total, fund, cap reached, ceiling reached)
 Settled = tuple[str, str, str, str, str, str, str, int, int, bool, bool]
@@ -58,10 +60,11 @@ def _member(line: bytes) -> str | None:
     return member if isinstance(member, str) else None
 
 
-def _shard(path: Path, shard: int, shards: int) -> list[bytes]:
+def _shard(path: Path, shard: int, shards: int) -> tuple[list[bytes], int]:
     """The file's lines for members of this shard, and every reference line (and unattributable line
-    to shard 0, so that each line is settled once)."""
+    to shard 0, so that each line is settled once); and how many reference lines there are."""
     out = []
+    reference = 0
     with path.open("rb") as handle:
         for raw in handle:
             line = raw.rstrip(b"\r\n")
@@ -69,31 +72,35 @@ def _shard(path: Path, shard: int, shards: int) -> list[bytes]:
                 continue
             member = _member(line)
             if member is None:
-                if (
-                    shards == 1
-                    or shard == 0
-                    or b'"member.profile"' in line
-                    or b'"facility.registered"' in line
-                ):
+                shared = b'"member.profile"' in line or b'"facility.registered"' in line
+                reference += shared
+                if shards == 1 or shard == 0 or shared:
                     out.append(line)
             elif zlib.crc32(member.encode()) % shards == shard:
                 out.append(line)
-    return out
+    return out, reference
 
 
 def _settle(
-    path: str, shard: int, shards: int, policy_dir: str | None
-) -> tuple[list[Settled], list[str], int, float]:
-    """One process's part: settled claims, reversed claim ids, messages read, seconds settling."""
-    lines = _shard(Path(path), shard, shards)
-    policies = load_policies(Path(policy_dir) if policy_dir else None)
-    out = io.BytesIO()
-    started = time.perf_counter()
-    Replayer(policies).run(lines, out)
-    seconds = time.perf_counter() - started
+    path: str, shard: int, shards: int, dirs: list[str | None]
+) -> tuple[list[tuple[list[Settled], list[str]]], int]:
+    """One process's members under each set: settled claims and reversed claim ids per set, and the
+    lines it read that no other process reads. The lines are decoded once and settled once per set."""
+    lines, reference = _shard(Path(path), shard, shards)
+    decoded = list(decode_lines(lines, now_text()))
+    out = []
+    for directory in dirs:
+        policies = load_policies(Path(directory) if directory else None)
+        buffer = io.BytesIO()
+        asyncio.run(Replayer(policies).replay_decoded(decoded, buffer))
+        out.append(_outcomes(buffer.getvalue()))
+    return out, len(lines) - (reference if shard else 0)
+
+
+def _outcomes(data: bytes) -> tuple[list[Settled], list[str]]:
     settled: list[Settled] = []
     reversed_ids: list[str] = []
-    for line in out.getvalue().splitlines():
+    for line in data.splitlines():
         if b'"type":"claim.settled"' not in line and b'"type":"claim.reversed"' not in line:
             continue
         event = orjson.loads(line)
@@ -106,40 +113,34 @@ def _settle(
             )  # fmt: skip
         elif event["type"] == "claim.reversed":
             reversed_ids.append(event["claim_id"])
-    return settled, reversed_ids, len(lines), seconds
+    return settled, reversed_ids
 
 
 @dataclass
 class SetResult:
     claims: dict[str, Settled]
     """Settled and not reversed, by claim id."""
-    settle_seconds: float
 
 
 def _run(path: Path, dirs: list[str | None], jobs: int) -> tuple[list[SetResult], int, float]:
     started = time.perf_counter()
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = [
-            [pool.submit(_settle, str(path), shard, jobs, directory) for shard in range(jobs)]
-            for directory in dirs
+        shards = [
+            f.result() for f in [pool.submit(_settle, str(path), shard, jobs, dirs) for shard in range(jobs)]
         ]
-        results = []
-        messages = 0
-        for per_set in futures:
-            claims: dict[str, Settled] = {}
-            reversed_ids: set[str] = set()
-            seconds = 0.0
-            messages = 0
-            for future in per_set:
-                settled, reversed_part, read, spent = future.result()
-                claims.update((c[0], c) for c in settled)
-                reversed_ids.update(reversed_part)
-                messages += read
-                seconds = max(seconds, spent)
-            for claim_id in reversed_ids:
-                claims.pop(claim_id, None)
-            results.append(SetResult(claims, seconds))
+    results = []
+    for index in range(len(dirs)):
+        claims: dict[str, Settled] = {}
+        reversed_ids: set[str] = set()
+        for per_set, _ in shards:
+            settled, reversed_part = per_set[index]
+            claims.update((c[0], c) for c in settled)
+            reversed_ids.update(reversed_part)
+        for claim_id in reversed_ids:
+            claims.pop(claim_id, None)
+        results.append(SetResult(claims))
+    messages = sum(own for _, own in shards)
     return results, messages, time.perf_counter() - started
 
 
