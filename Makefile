@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: lock demo test lint typecheck unit integration check-examples schemas bench bench-replay bench-settle bench-gateway bench-memory bench-rebuild bench-ready bench-records fuzz-long clean
+.PHONY: lock demo test lint typecheck unit integration check-examples schemas bench bench-replay bench-settle bench-gateway bench-memory bench-rebuild bench-ready bench-records bench-simulate fuzz-long clean
 
 # Installs the pinned versions of requirements-dev.lock (reproducible), then the project itself.
 $(STAMP): pyproject.toml requirements-dev.lock
@@ -62,6 +62,9 @@ bench-gateway: $(STAMP)
 
 bench-memory: $(STAMP)
 	$(PY) -m worker.bench.state_bench memory
+
+bench-simulate: $(STAMP)
+	$(PY) -m worker.bench.simulate_bench
 
 bench-records: $(STAMP)
 	$(PY) -m worker.bench.records_bench

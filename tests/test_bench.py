@@ -79,3 +79,29 @@ def test_gateway_bench_runs_every_phase_and_every_request_is_answered() -> None:
         result = summary[phase]
         assert result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
         assert result["cpu_us_per_request"]["gateway"] > 0
+
+
+def test_records_bench_writes_every_event_once() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.bench.records_bench", "--claims", "3000", "--partitions", "4"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["rows"] == result["events"] > 3000 and result["events_per_second"] > 0
+
+
+def test_simulate_bench_reports_both_process_counts() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.bench.simulate_bench", "--members", "300", "--rounds", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["claims"] > 1000 and set(result["claims_per_second_per_set"]) == {"1", "2"}
