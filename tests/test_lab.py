@@ -149,3 +149,25 @@ def test_the_population_cli_writes_the_stream(tmp_path: Path, city: str) -> None
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert out.read_bytes().splitlines() == [orjson.dumps(m) for m in generate(city, 50)]
+
+
+def test_the_worked_example_drafts_are_valid_sets_changing_only_what_they_say() -> None:
+    from worker.domain.policy import check_path
+
+    drafts = Path(__file__).resolve().parents[1] / "docs" / "examples" / "drafts"
+    packaged = load_policies(POLICY_DIR)
+    for name, city, changed in (
+        ("nanchang-retiree-cap-2400", "nanchang", "tables"),
+        ("nanjing-community-minus-5", "nanjing", "tables"),
+    ):
+        assert check_path(drafts / name) == []
+        book = load_policies(drafts / name)
+        draft = next(p for p in book.by_id.values() if p.city == city)
+        base = next(p for p in packaged.by_id.values() if p.city == city)
+        differing = {k for k in type(base).model_fields if getattr(base, k) != getattr(draft, k)}
+        assert differing == {"id", changed}, differing
+    nanchang = load_policies(drafts / "nanchang-retiree-cap-2400").by_id["nanchang-2023-retiree-cap-2400"]
+    assert nanchang.tables["retired"].cap_fen == 240_000 and nanchang.tables["employed"].cap_fen == 180_000
+    nanjing = load_policies(drafts / "nanjing-community-minus-5").by_id["nanjing-2023-community-minus-5"]
+    assert nanjing.tables["employed"].segments[0].ratios == {"community": 4_500, "non_community": 4_000}
+    assert nanjing.tables["employed"].segments[1].ratios["community"] == 7_000
