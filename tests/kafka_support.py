@@ -24,19 +24,9 @@ from worker.local.kafka_io import (
     produce_lines,
     topic_and_key,
 )
-from worker.settings import Settings
+from worker.settings import TOPICS, Settings
 
-TOPIC_FIELDS = (
-    "claims",
-    "accounts",
-    "profiles",
-    "facilities",
-    "settled",
-    "rejected",
-    "ledger",
-    "dlq",
-    "alerts",
-)
+TOPIC_FIELDS = TOPICS
 
 
 class Cluster:

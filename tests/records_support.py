@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,11 @@ import asyncpg
 import orjson
 from pydantic import SecretStr
 
-from tests.kafka_support import Cluster
+from tests.kafka_support import Cluster, fresh_world
+from worker.bench import books
 from worker.kafka.publisher import route
 from worker.local.kafka_io import WorkerProcess, produce, topic_and_key
-from worker.local.services import PostgresService
+from worker.local.services import Broker, PostgresService, RedisService
 from worker.records.database import migrate
 
 EVENT_TABLES = ("settlements", "reversals", "rejections", "ledger_events")
@@ -68,6 +70,31 @@ class Books:
     def close(self) -> None:
         for process in self.processes:
             process.close()
+
+
+_MONTHS: dict[int, tuple[books.Month, list[dict[str, Any]]]] = {}
+
+
+async def synthetic_month(seed: int = 5) -> tuple[books.Month, list[dict[str, Any]]]:
+    """A synthetic two months and its outcome events (≈ 6 400), made once per seed for the session."""
+    if seed not in _MONTHS:
+        month = books.generate(seed=seed)
+        _MONTHS[seed] = (month, await books.outcomes(month))
+    return _MONTHS[seed]
+
+
+@contextlib.asynccontextmanager
+async def open_books(
+    broker: Broker, redis: RedisService, postgres: PostgresService, tmp: Path, name: str
+) -> AsyncIterator[Books]:
+    """A test's own topics on the shared broker and its own database; processes stopped after."""
+    cluster = await fresh_world(broker.bootstrap_servers, redis.url, name, tmp)
+    world = await books_world(cluster, postgres, name)
+    try:
+        yield world
+    finally:
+        world.close()
+        cluster.close()
 
 
 async def books_world(

@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 
 from tests.kafka_support import fresh_world
-from tests.records_support import EVENT_TABLES, Books, books_world, end_offsets
+from tests.records_support import EVENT_TABLES, Books, books_world, end_offsets, open_books, synthetic_month
 from worker.bench import books
 from worker.local.services import Broker, PostgresService, RedisService, start_postgres
 from worker.records.database import LATEST, DatabaseError, migrate, require_schema
@@ -28,27 +28,18 @@ from worker.records.writer import Fenced, RecordsWriter
 
 pytestmark = pytest.mark.integration
 _counter = itertools.count()
-_MONTH: list[Any] = []
 
 
 async def _month() -> tuple[books.Month, list[dict[str, Any]]]:
-    """One synthetic two months (≈ 6,400 events), settled once for the whole module."""
-    if not _MONTH:
-        month = books.generate()
-        _MONTH.extend([month, await books.outcomes(month)])
-    return _MONTH[0], _MONTH[1]
+    return await synthetic_month()
 
 
 @pytest_asyncio.fixture
 async def world(
     broker: Broker, redis_service: RedisService, postgres: PostgresService, tmp_path: Path
 ) -> AsyncIterator[Books]:
-    name = f"rec{next(_counter)}"
-    cluster = await fresh_world(broker.bootstrap_servers, redis_service.url, name, tmp_path)
-    world = await books_world(cluster, postgres, name)
-    yield world
-    world.close()
-    cluster.close()
+    async with open_books(broker, redis_service, postgres, tmp_path, f"rec{next(_counter)}") as world:
+        yield world
 
 
 async def _wait_rows(world: Books, count: int, seconds: float = 90) -> int:
@@ -139,6 +130,9 @@ async def test_every_outcome_event_becomes_one_row_with_its_facts(world: Books) 
     await asyncio.sleep(2)
     assert again.terminate() == 0
     await _check_books_equal_events(world, events)
+    logs = service.log_text() + again.log_text()  # nothing personal in the logs
+    assert not {e["member_id"] for e in events if e.get("member_id") and e["member_id"] in logs}
+    assert not [e["claim_id"] for e in events if "claim_id" in e and e["claim_id"] in logs]
 
 
 async def test_sigkill_at_any_point_neither_loses_nor_doubles_a_row(world: Books) -> None:

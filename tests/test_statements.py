@@ -18,37 +18,28 @@ from contracts.gateway import Reconciliation, Statement
 from tests.books_support import china_day as _day
 from tests.books_support import expected_statement
 from tests.gateway_support import GatewayProcess, auth
-from tests.kafka_support import fresh_world
-from tests.records_support import Books, books_world
+from tests.records_support import Books, open_books, synthetic_month
 from worker.bench import books
 from worker.local.services import Broker, PostgresService, RedisService
 
 pytestmark = pytest.mark.integration
 _counter = itertools.count()
-_MONTH: list[Any] = []
 FACILITY = "NC-H02"
 
 
 async def _month() -> tuple[books.Month, list[dict[str, Any]]]:
-    if not _MONTH:
-        month = books.generate(seed=9)
-        _MONTH.extend([month, await books.outcomes(month)])
-    return _MONTH[0], _MONTH[1]
+    return await synthetic_month(9)
 
 
 @pytest_asyncio.fixture
 async def world(
     broker: Broker, redis_service: RedisService, postgres: PostgresService, tmp_path: Path
 ) -> AsyncIterator[Books]:
-    name = f"st{next(_counter)}"
-    cluster = await fresh_world(broker.bootstrap_servers, redis_service.url, name, tmp_path)
-    world = await books_world(cluster, postgres, name)
-    month, events = await _month()
-    await world.publish_reference(month.reference)
-    await world.publish_outcomes(events)
-    yield world
-    world.close()
-    cluster.close()
+    async with open_books(broker, redis_service, postgres, tmp_path, f"st{next(_counter)}") as world:
+        month, events = await synthetic_month(9)
+        await world.publish_reference(month.reference)
+        await world.publish_outcomes(events)
+        yield world
 
 
 def their_records(events: list[dict[str, Any]], facility: str, day: str) -> list[dict[str, Any]]:
@@ -177,6 +168,9 @@ async def test_a_facility_reconciles_a_day_over_http_and_finds_the_planted_misma
             "/v1/statements", params={"from": theirs_day, "to": theirs_day}, headers=auth(neighbour)
         )
         assert seen.json() == {**expected_statement(events, neighbour, theirs_day, theirs_day), "lag": 0}
+    logs = gateway.log_text()  # nothing personal in the gateway's logs
+    assert not [c["claim_id"] for c in planted if c["claim_id"] in logs]
+    assert not [e["member_id"] for e in events[:500] if e.get("member_id") and e["member_id"] in logs]
 
 
 async def test_lag_counts_the_published_events_not_yet_in_the_records(world: Books) -> None:

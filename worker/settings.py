@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     redis_durability_timeout_ms: int = Field(2000, ge=1)
     """How long the server may take to confirm; past it the batch is retried, not published."""
 
+    # the topics (contracts.md); TOPICS lists their roles
     topic_claims: str = "claims.inbound"
     topic_accounts: str = "accounts.inbound"
     topic_profiles: str = "members.profiles"
@@ -227,6 +228,10 @@ def _without_credentials(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+TOPICS = ("claims", "accounts", "profiles", "facilities", "settled", "rejected", "ledger", "dlq", "alerts")
+"""Every topic role: `Settings.topic_<role>`, `WORKER_TOPIC_<ROLE>`."""
 
 
 def env_name(field: str) -> str:

@@ -38,7 +38,7 @@ from worker.kafka import clients
 from worker.kafka.topics import ensure_topics
 from worker.local.kafka_io import WorkerProcess, produce, produce_lines, settings_for
 from worker.local.services import start_broker, start_redis
-from worker.settings import Settings
+from worker.settings import TOPICS, Settings
 
 
 def _settings(
@@ -52,17 +52,7 @@ def _settings(
         "WORKER_LOG_LEVEL": "INFO",
     }
     topics = {}
-    for name in (
-        "claims",
-        "accounts",
-        "profiles",
-        "facilities",
-        "settled",
-        "rejected",
-        "ledger",
-        "dlq",
-        "alerts",
-    ):
+    for name in TOPICS:
         value = f"{prefix}.{Settings.model_fields[f'topic_{name}'].default}"
         topics[f"topic_{name}"] = value
         env[f"WORKER_TOPIC_{name.upper()}"] = value

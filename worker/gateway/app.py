@@ -31,7 +31,7 @@ from worker.kafka import clients
 from worker.kafka.reference import ReferenceFeed
 from worker.ops.health import CHECK_TIMEOUT_SECONDS, missing
 from worker.ops.metrics import GatewayMetrics, HttpMetricsMiddleware
-from worker.ops.serving import start_server, stop_on_signals, wait_started
+from worker.ops.serving import not_ready, start_server, stop_on_signals, wait_started
 from worker.runtime import settle_gc
 from worker.settings import Settings, load_settings
 
@@ -341,12 +341,7 @@ async def _serve(app: FastAPI, settings: Settings) -> int:
     if started:
         await stop.wait()
     elif started is None:
-        log.critical(
-            "not ready after %.0f s (WORKER_STARTUP_TIMEOUT_SECONDS): %s",
-            settings.startup_timeout_seconds,
-            "; ".join(await gateway.missing()),
-        )
-        code = 1
+        code = not_ready(log, settings.startup_timeout_seconds, "; ".join(await gateway.missing()))
     server.should_exit = True
     await serving
     return code

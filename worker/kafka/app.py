@@ -32,7 +32,7 @@ from worker.kafka.reference import ReferenceFeed
 from worker.kafka.topics import ensure_topics
 from worker.ops.health import health_routes
 from worker.ops.metrics import WorkerMetrics
-from worker.ops.serving import bound_port, start_server, stop_on_signals, wait_started
+from worker.ops.serving import bound_port, not_ready, start_server, stop_on_signals, wait_started
 from worker.runtime import settle_gc
 from worker.settings import Settings, load_settings
 from worker.settlement import Settler
@@ -232,12 +232,7 @@ async def serve(app: AsgiFastStream, settings: Settings) -> int:
         if started:
             await stop.wait()
         elif started is None:
-            log.critical(
-                "not ready after %.0f s (WORKER_STARTUP_TIMEOUT_SECONDS): still %s",
-                settings.startup_timeout_seconds,
-                app_startup_step(app),
-            )
-            code = 1
+            code = not_ready(log, settings.startup_timeout_seconds, f"still {app_startup_step(app)}")
     except (DurabilityError, StateRefused) as exc:  # the message says why and what to change
         log.critical("not starting: %s", exc)
         code = 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from collections.abc import Awaitable, Iterator
 from typing import Any
@@ -60,6 +61,12 @@ async def wait_started(start: Awaitable[Any], stop: asyncio.Event, seconds: floa
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+
+def not_ready(log: logging.Logger, seconds: float, missing: str) -> int:
+    """Say why a process did not become ready within WORKER_STARTUP_TIMEOUT_SECONDS; its exit status."""
+    log.critical("not ready after %.0f s (WORKER_STARTUP_TIMEOUT_SECONDS): %s", seconds, missing)
+    return 1
 
 
 def bound_port(server: QuietServer) -> int:

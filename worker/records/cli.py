@@ -125,10 +125,15 @@ def stats(settings: Settings, month: str, city: str | None, views: list[str], fo
     return _run(settings, work)
 
 
-def _thresholds(settings: Settings, path: Path | None) -> Thresholds:
-    """--thresholds, else WORKER_WARNING_THRESHOLDS, else the packaged file."""
+def _thresholds(settings: Settings, path: Path | None) -> Thresholds | None:
+    """--thresholds, else WORKER_WARNING_THRESHOLDS, else the packaged file; None (said on stderr)
+    when the file is not valid."""
     chosen = path or (Path(settings.warning_thresholds) if settings.warning_thresholds else None)
-    return load_thresholds(chosen)
+    try:
+        return load_thresholds(chosen)
+    except ThresholdsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
 
 
 def check_thresholds(path: Path | None) -> int:
@@ -145,10 +150,8 @@ def alert(
     settings: Settings, month: str, city: str | None, dry_run: bool, form: str, path: Path | None
 ) -> int:
     """Judge the month, keep and publish new breaches (unless --dry-run), list the month's alerts."""
-    try:
-        thresholds = _thresholds(settings, path)
-    except ThresholdsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    thresholds = _thresholds(settings, path)
+    if thresholds is None:
         return 2
 
     async def work(connection: Connection) -> int:
@@ -176,10 +179,8 @@ def alert(
 
 def write_report(settings: Settings, month: str, city: str | None, out: Path) -> int:
     pages: list[str] = []
-    try:
-        thresholds = _thresholds(settings, None)
-    except ThresholdsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    thresholds = _thresholds(settings, None)
+    if thresholds is None:
         return 2
 
     async def work(connection: Connection) -> int:

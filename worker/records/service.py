@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from worker.kafka import clients
 from worker.ops.health import missing
 from worker.ops.metrics import RecordsMetrics
-from worker.ops.serving import bound_port, start_server, stop_on_signals, wait_started
+from worker.ops.serving import bound_port, not_ready, start_server, stop_on_signals, wait_started
 from worker.records import rows as records
 from worker.records.database import DatabaseError, dsn, migrate
 from worker.records.writer import Fenced, RecordsWriter
@@ -279,12 +279,7 @@ async def _serve(settings: Settings) -> int:
             stop.set()
             await running
         elif started is None:
-            log.critical(
-                "not ready after %.0f s (WORKER_STARTUP_TIMEOUT_SECONDS): %s",
-                settings.startup_timeout_seconds,
-                "; ".join(await service.missing()),
-            )
-            code = 1
+            code = not_ready(log, settings.startup_timeout_seconds, "; ".join(await service.missing()))
     except DatabaseError as exc:
         log.critical("not starting: %s", exc)
         code = 2
