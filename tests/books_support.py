@@ -226,3 +226,14 @@ def expected_statement(events: list[dict[str, Any]], facility: str, first: str, 
             for name in amounts:
                 out[name] -= settled[e["claim_id"]][name]
     return {"facility_id": facility, "from": first, "to": last, **out}
+
+
+def fund_spending_rows(stats: dict[str, Any]) -> dict[tuple[str, ...], list[int]]:
+    """`stats --format json`'s fund spending in the shape of `expected_fund_spending`."""
+    return {
+        (r["city"], r["treatment"], r["band"], r["channel"], r["facility_kind"]): [
+            r["settlements"], r["reversals"], r["total_fen"],
+            r["fund_pay_fen"], r["account_pay_fen"], r["cash_pay_fen"],
+        ]
+        for r in stats["fund_spending"]
+    }  # fmt: skip

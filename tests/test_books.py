@@ -25,6 +25,7 @@ from tests.books_support import (
     expected_ledger_flows,
     expected_monthly_statement,
     fill,
+    fund_spending_rows,
 )
 from tests.kafka_support import fresh_world
 from worker.__main__ import STATS_VIEWS
@@ -205,13 +206,7 @@ async def test_fund_statistics_views_and_cli(filled: Filled) -> None:
     out = filled.cli("stats", "--month", MONTH, "--format", "json")
     assert out.returncode == 0, out.stderr
     stats = json.loads(out.stdout)
-    got = {
-        (r["city"], r["treatment"], r["band"], r["channel"], r["facility_kind"]): [
-            r["settlements"], r["reversals"], r["total_fen"],
-            r["fund_pay_fen"], r["account_pay_fen"], r["cash_pay_fen"],
-        ]
-        for r in stats["fund_spending"]
-    }  # fmt: skip
+    got = fund_spending_rows(stats)
     assert got == want
     assert {k[3] for k in got} == {"pos", "reimbursement"} and len({k[1] for k in got}) >= 3
     flows = expected_ledger_flows(filled.events, filled.cities)

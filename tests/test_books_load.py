@@ -27,6 +27,7 @@ from tests.books_support import (
     expected_ledger_flows,
     expected_monthly_statement,
     expected_statement,
+    fund_spending_rows,
 )
 from tests.kafka_support import fresh_world
 from tests.records_support import EVENT_TABLES, books_world
@@ -125,13 +126,7 @@ async def test_the_books_of_a_worker_run_equal_the_sums_of_its_published_events(
             for facility, want_row in want_statement.items():
                 assert {k: statement[facility][k] for k in want_row} == want_row, facility
             stats = await asyncio.to_thread(_cli, env, "stats", "--month", month_text, "--format", "json")
-            spending = {
-                (r["city"], r["treatment"], r["band"], r["channel"], r["facility_kind"]): [
-                    r["settlements"], r["reversals"], r["total_fen"],
-                    r["fund_pay_fen"], r["account_pay_fen"], r["cash_pay_fen"],
-                ]
-                for r in stats["fund_spending"]
-            }  # fmt: skip
+            spending = fund_spending_rows(stats)
             assert spending == expected_fund_spending(events, month_text, facility_kinds)
             if len(months) == 1:  # ledger events are booked on the day the worker published them
                 ledger = {

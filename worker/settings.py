@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.adapters.redis_durability import DURABILITY_PATTERN
@@ -123,6 +123,7 @@ class Settings(BaseSettings):
     """Fault injection for the redelivery test: die (SIGKILL) after publishing a batch's answers and
     before committing its offsets. Never set in production."""
 
+    _policies: PolicyBook | None = PrivateAttr(None)
     policy_dir: str | None = None
     """Folder of the policy set (one TOML file per city version); unset: the packaged set. Every
     process reads it at start; check a set first with `python -m worker policy check DIR`."""
@@ -193,8 +194,11 @@ class Settings(BaseSettings):
         return _without_credentials(self.redis_url.get_secret_value())
 
     def policies(self) -> PolicyBook:
-        """The policy set of `WORKER_POLICY_DIR` (or the packaged one); PolicyError when invalid."""
-        return load_policies(Path(self.policy_dir) if self.policy_dir else None)
+        """The policy set of `WORKER_POLICY_DIR` (or the packaged one), read once; PolicyError when
+        invalid."""
+        if self._policies is None:
+            self._policies = load_policies(Path(self.policy_dir) if self.policy_dir else None)
+        return self._policies
 
     @property
     def database_endpoint(self) -> str:

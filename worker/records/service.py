@@ -83,10 +83,7 @@ class RecordsService:
         while True:
             try:
                 if self.connection is None:
-                    connection = await asyncpg.connect(dsn(self.settings), command_timeout=120)
-                    await migrate(connection)
-                    self.connection = connection
-                    self.writer = RecordsWriter(connection, self.settings.records_group)
+                    await self._open(migrate_first=True)
                 if self.consumer is None:
                     consumer = clients.consumer(
                         self.settings,
@@ -160,10 +157,15 @@ class RecordsService:
             if self.connection is not None:
                 self.connection.terminate()
         try:
-            connection = await asyncpg.connect(dsn(self.settings), command_timeout=120)
+            await self._open(migrate_first=False)
         except (asyncpg.PostgresError, OSError) as exc:
             log.warning("records database not reachable (%s)", type(exc).__name__)
-            return
+
+    async def _open(self, migrate_first: bool) -> None:
+        """Connect (migrating at start) and put a writer on the connection."""
+        connection = await asyncpg.connect(dsn(self.settings), command_timeout=120)
+        if migrate_first:
+            await migrate(connection)
         self.connection = connection
         self.writer = RecordsWriter(connection, self.settings.records_group)
 

@@ -9,7 +9,6 @@ move its offset back or overwrite newer reference data; it gets `Fenced` and see
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable
 
 import asyncpg
@@ -30,27 +29,26 @@ class RecordsWriter:
         self.expected: dict[TopicPartition, int | None] = {}
         """The stored next offset of each partition as this writer last saw or wrote it."""
         self._staged = False
-        self._lock = asyncio.Lock()  # one statement at a time on the connection
 
     async def stored(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
         """The stored next offsets (None: nothing stored), remembered as what the next write expects."""
-        async with self._lock:
-            return await self._stored(list(partitions))
+        wanted = list(partitions)
+        found = await self._offsets(wanted, lock=False)
+        out = {tp: found.get(tp) for tp in wanted}
+        self.expected.update(out)
+        return out
 
-    async def _stored(self, wanted: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+    async def _offsets(self, wanted: list[TopicPartition], lock: bool) -> dict[TopicPartition, int]:
+        """The stored next offsets of these partitions (`lock`: row locks until the transaction ends)."""
         rows = await self.connection.fetch(
             "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer_group = $1"
-            " AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[]))",
+            " AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[]))"
+            + (" FOR UPDATE" if lock else ""),
             self.group,
             [t for t, _ in wanted],
             [p for _, p in wanted],
         )
-        found: dict[TopicPartition, int | None] = {
-            (r["topic"], r["partition"]): r["next_offset"] for r in rows
-        }
-        out = {tp: found.get(tp) for tp in wanted}
-        self.expected.update(out)
-        return out
+        return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
     async def _stage(self) -> None:
         if self._staged:
@@ -70,15 +68,6 @@ class RecordsWriter:
     ) -> None:
         """Write the rows and move the partitions to `next_offsets`, all or nothing (`before_commit`:
         fault injection, called with everything written and nothing committed)."""
-        async with self._lock:
-            await self._write(rows, next_offsets, before_commit)
-
-    async def _write(
-        self,
-        rows: Rows,
-        next_offsets: dict[TopicPartition, int],
-        before_commit: Callable[[], None] | None,
-    ) -> None:
         await self._stage()
         async with self.connection.transaction():
             await self._fence(next_offsets)
@@ -123,14 +112,7 @@ class RecordsWriter:
     async def _fence(self, next_offsets: dict[TopicPartition, int]) -> None:
         """Lock the batch's offset rows; `Fenced` unless each is what this writer expects."""
         wanted = list(next_offsets)
-        rows = await self.connection.fetch(
-            "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer_group = $1"
-            " AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[])) FOR UPDATE",
-            self.group,
-            [t for t, _ in wanted],
-            [p for _, p in wanted],
-        )
-        found = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+        found = await self._offsets(wanted, lock=True)
         for tp in wanted:
             if found.get(tp) != self.expected.get(tp):
                 raise Fenced(f"{tp[0]}[{tp[1]}] moved to {found.get(tp)} by another consumer")
