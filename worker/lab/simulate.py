@@ -32,6 +32,7 @@ import orjson
 from worker.clock import now_text
 from worker.domain.policy import load_policies
 from worker.replay import Replayer, decode_lines
+from worker.runtime import without_cyclic_gc
 
 # (claim_id, member_id, city, month, treatment, band, facility_id, total, fund, cap reached, ceiling reached)
 Settled = tuple[str, str, str, str, str, str, str, int, int, bool, bool]
@@ -86,6 +87,13 @@ def _settle(
 ) -> tuple[list[tuple[list[Settled], list[str]]], int]:
     """One process's members under each set: settled claims and reversed claim ids per set, and the
     lines it read that no other process reads. The lines are decoded once and settled once per set."""
+    with without_cyclic_gc():
+        return _settle_shard(path, shard, shards, dirs)
+
+
+def _settle_shard(
+    path: str, shard: int, shards: int, dirs: list[str | None]
+) -> tuple[list[tuple[list[Settled], list[str]]], int]:
     lines, reference = _shard(Path(path), shard, shards)
     decoded = list(decode_lines(lines, now_text()))
     out = []
@@ -218,8 +226,9 @@ def compare(baseline: SetResult, draft: SetResult, top: int = 10) -> dict[str, A
 def simulate(path: Path, draft: Path, baseline: Path | None, jobs: int) -> dict[str, Any]:
     """Settle `path` under both sets; the comparison, with the sets' ids and the run's speed."""
     base_book, draft_book = load_policies(baseline), load_policies(draft)  # refuse bad sets before any work
-    (base, new), messages, seconds = _run(path, [str(baseline) if baseline else None, str(draft)], jobs)
-    report = compare(base, new)
+    with without_cyclic_gc():
+        (base, new), messages, seconds = _run(path, [str(baseline) if baseline else None, str(draft)], jobs)
+        report = compare(base, new)
     claims = max(len(base.claims), len(new.claims))
     report["policies"] = {"baseline": sorted(base_book.ids), "draft": sorted(draft_book.ids)}
     report["run"] = {
