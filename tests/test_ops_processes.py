@@ -127,7 +127,7 @@ async def test_health_metrics_and_logs_of_a_worker_through_the_examples(
     assert re.search(r"claims_worker_publish_to_answer_seconds_count [1-9]", metrics)
     assert re.search(r'claims_worker_consumer_lag\{partition="\d+",topic="[^"]+"\} 0', metrics)
     assert "faststream_received_messages_total" in metrics
-    for _ in range(100):  # the last batch's commit may still be on its way; then the worker is idle
+    for _ in range(300):  # the last batch's commit may still be on its way; then the worker is idle
         if "claims_worker_not_committing_seconds 0.0" in metrics:
             break
         await asyncio.sleep(0.1)

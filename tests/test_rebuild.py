@@ -231,7 +231,7 @@ async def test_redis_crash_losing_its_last_writes_is_noticed_and_rebuilt(
 
 
 async def _aof_rewritten(client: Any) -> None:
-    for _ in range(200):
+    for _ in range(600):
         info = await client.info("persistence")
         if not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]:
             return
