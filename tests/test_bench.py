@@ -17,16 +17,17 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.integration
 
 
-def test_bench_runs_every_phase_and_ends_with_a_json_summary() -> None:
+def _bench(*args: str, timeout: int = 600) -> list[str]:
+    """Run a benchmark command in a subprocess; its output lines (the last is its JSON summary)."""
     done = subprocess.run(
-        [sys.executable, "-m", "worker", "bench", "--claims", "3000", "--rate", "300", "--seconds", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    lines = done.stdout.strip().splitlines()
+    return done.stdout.strip().splitlines()
+
+
+def test_bench_runs_every_phase_and_ends_with_a_json_summary() -> None:
+    lines = _bench("worker", "bench", "--claims", "3000", "--rate", "300", "--seconds", "2")
     summary = json.loads(lines[-1])
     assert summary["claims"] == 3000  # every preloaded claim answered once
     assert summary["saturation_claims_per_s"] > 0
@@ -37,41 +38,18 @@ def test_bench_runs_every_phase_and_ends_with_a_json_summary() -> None:
 
 
 def test_settle_bench_settles_every_claim_and_reports_cpu_per_claim() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "worker.bench.settle_bench", "--claims", "2000", "--members", "500"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    lines = _bench("worker.bench.settle_bench", "--claims", "2000", "--members", "500", timeout=300)
+    summary = json.loads(lines[-1])
     assert summary["benchmark"] == "settle" and summary["claims"] == summary["answers"] == 2000
     assert summary["claims_per_s"] > 0 and summary["cpu_us_per_claim"] > 0
 
 
 def test_gateway_bench_runs_every_phase_and_every_request_is_answered() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "worker.bench.gateway_bench",
-            "--members",
-            "300",
-            "--seconds",
-            "2",
-            "--rate",
-            "30",
-            "--saturation-rate",
-            "60",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    lines = _bench(
+        "worker.bench.gateway_bench", "--members", "300", "--seconds", "2", "--rate", "30",
+        "--saturation-rate", "60",
+    )  # fmt: skip
+    summary = json.loads(lines[-1])
     assert summary["presettle"]["codes"] == {"200": 60}
     assert summary["settle"]["codes"] == {"200": 60}
     assert summary["saturation"]["codes"] == {"200": 120}
@@ -82,26 +60,10 @@ def test_gateway_bench_runs_every_phase_and_every_request_is_answered() -> None:
 
 
 def test_records_bench_writes_every_event_once() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "worker.bench.records_bench", "--claims", "3000", "--partitions", "4"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(_bench("worker.bench.records_bench", "--claims", "3000", "--partitions", "4")[-1])
     assert result["rows"] == result["events"] > 3000 and result["events_per_second"] > 0
 
 
 def test_simulate_bench_reports_both_process_counts() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "worker.bench.simulate_bench", "--members", "300", "--rounds", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(_bench("worker.bench.simulate_bench", "--members", "300", "--rounds", "1")[-1])
     assert result["claims"] > 1000 and set(result["claims_per_second_per_set"]) == {"1", "2"}

@@ -72,14 +72,20 @@ async def _caught_up(http: httpx.AsyncClient, facility: str, day: str, seconds: 
     raise AssertionError(f"the records never caught up: {body}")
 
 
-async def test_a_facility_reconciles_a_day_over_http_and_finds_the_planted_mismatches(world: Books) -> None:
-    _, events = await _month()
-    world.records().start()
+def _statements_gateway(world: Books) -> GatewayProcess:
+    """A gateway reading the books' database, ready to answer."""
     gateway = GatewayProcess(
         world.cluster, DATABASE_URL=world.database_url, WORKER_RECORDS_GROUP=world.settings.records_group
     )
     gateway.start(wait_ready=0)
     gateway.wait_ready()
+    return gateway
+
+
+async def test_a_facility_reconciles_a_day_over_http_and_finds_the_planted_mismatches(world: Books) -> None:
+    _, events = await _month()
+    world.records().start()
+    gateway = _statements_gateway(world)
     day = "2024-05-14"
     async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as http:
         body = await _caught_up(http, FACILITY, day)
@@ -176,11 +182,7 @@ async def test_a_facility_reconciles_a_day_over_http_and_finds_the_planted_misma
 async def test_lag_counts_the_published_events_not_yet_in_the_records(world: Books) -> None:
     _, events = await _month()
     service = world.records().start()
-    gateway = GatewayProcess(
-        world.cluster, DATABASE_URL=world.database_url, WORKER_RECORDS_GROUP=world.settings.records_group
-    )
-    gateway.start(wait_ready=0)
-    gateway.wait_ready()
+    gateway = _statements_gateway(world)
     day = "2024-05-20"
     async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as http:
         before = await _caught_up(http, FACILITY, day)
@@ -209,13 +211,10 @@ async def test_lag_counts_the_published_events_not_yet_in_the_records(world: Boo
 
 async def test_bad_statement_requests_are_4xx_and_no_database_is_503(world: Books) -> None:
     world.records().start()
-    gateway = GatewayProcess(
-        world.cluster, DATABASE_URL=world.database_url, WORKER_RECORDS_GROUP=world.settings.records_group
-    )
+    gateway = _statements_gateway(world)
     without = GatewayProcess(world.cluster)
-    for process in (gateway, without):
-        process.start(wait_ready=0)
-        process.wait_ready()
+    without.start(wait_ready=0)
+    without.wait_ready()
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
         h = auth(FACILITY)
         for params in (

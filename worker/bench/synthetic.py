@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from worker.lab.population import facility_registered
+
 CATEGORIES = (
     "drug",
     "drug",
@@ -27,33 +29,8 @@ CITIES = {"nanchang": "NC", "nanjing": "NJ"}
 def facilities() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for city, prefix in CITIES.items():
-        for n in range(12):
-            level = n % 4
-            out.append(
-                {
-                    "type": "facility.registered",
-                    "facility_id": f"{prefix}-H{n:02d}",
-                    "city": city,
-                    "kind": "medical",
-                    "level": level,
-                    "community": level <= 1,
-                    "designated": True,
-                    "outpatient_pooling": False,
-                }
-            )
-        for n in range(4):
-            out.append(
-                {
-                    "type": "facility.registered",
-                    "facility_id": f"{prefix}-P{n:02d}",
-                    "city": city,
-                    "kind": "pharmacy",
-                    "level": 0,
-                    "community": False,
-                    "designated": True,
-                    "outpatient_pooling": n != 3,
-                }
-            )
+        out += [facility_registered(f"{prefix}-H{n:02d}", city, "medical", n % 4) for n in range(12)]
+        out += [facility_registered(f"{prefix}-P{n:02d}", city, "pharmacy", 0, n != 3) for n in range(4)]
     return out
 
 

