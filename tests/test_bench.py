@@ -67,3 +67,11 @@ def test_records_bench_writes_every_event_once() -> None:
 def test_simulate_bench_reports_both_process_counts() -> None:
     result = json.loads(_bench("worker.bench.simulate_bench", "--members", "300", "--rounds", "1")[-1])
     assert result["claims"] > 1000 and set(result["claims_per_second_per_set"]) == {"1", "2"}
+
+
+def test_simulate_bench_breakdown_says_where_one_sets_time_goes() -> None:
+    result = json.loads(_bench("worker.bench.simulate_bench", "--members", "300", "--breakdown")[-1])
+    steps = result["us_per_member_message_and_set"]
+    assert result["claims"] > 1000 and result["claims"] < result["member_messages"] < result["messages"]
+    assert steps["decide"] > 0 and steps["store"] > 0 and steps["decide"] + steps["store"] < steps["settle"]
+    assert result["us_per_message"]["decode"] > 0 and result["ceiling_claims_per_second_per_set"] > 0

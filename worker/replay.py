@@ -17,7 +17,7 @@ from worker.clock import now_text
 from worker.domain.policy import PolicyBook, load_policies
 from worker.intake import Decoded, Source, decode
 from worker.runtime import without_cyclic_gc
-from worker.settlement import Record, Settler
+from worker.settlement import Record, Settler, Timing
 
 BATCH = 1024
 
@@ -25,11 +25,13 @@ BATCH = 1024
 class Replayer:
     """Feeds messages through decode → Settler → the in-memory store."""
 
-    def __init__(self, policies: PolicyBook | None = None) -> None:
+    def __init__(self, policies: PolicyBook | None = None, timing: Timing | None = None) -> None:
+        """`timing`: told the seconds of each engine pass and store call (`Settler`), for benchmarks
+        that say where replay's time goes."""
         self.policies = policies or load_policies()
         self.store = MemoryStore(keep_message_answers=False)  # a replayed line is never redelivered
         self.facilities: dict[str, FacilityRegistered] = {}
-        self.settler = Settler(self.store, self.policies, self.facilities)
+        self.settler = Settler(self.store, self.policies, self.facilities, timing=timing)
 
     def run(self, lines: Iterable[bytes], out: BinaryIO) -> int:
         """Replay every line; returns the number of lines read."""
