@@ -95,6 +95,9 @@ def test_simulate_agrees_with_replaying_the_stream_under_each_set(tmp_path: Path
     assert result["most_affected_members"][0]["share_change_fen"] < 0
     one = simulate(year, draft, None, jobs=1)
     assert {k: v for k, v in one.items() if k != "run"} == {k: v for k, v in result.items() if k != "run"}
+    many = simulate(year, draft, None, jobs=2, shard_bytes=256 << 10)  # ≈ 50 members a shard
+    assert many["run"]["shards"] > 20 and many["run"]["messages"] == result["run"]["messages"]
+    assert {k: v for k, v in many.items() if k != "run"} == {k: v for k, v in result.items() if k != "run"}
 
 
 def test_simulate_cli_json_html_in_chromium_and_a_bad_draft(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import Protocol
 
 from contracts.inbound import FacilityRegistered, MemberProfile
 from worker.adapters.memory import MemoryStore
@@ -20,6 +20,12 @@ from worker.runtime import without_cyclic_gc
 from worker.settlement import Record, Settler, Timing
 
 BATCH = 1024
+
+
+class Sink(Protocol):
+    """Where replay writes its outbound lines: a file, or `simulate`'s collector of outcomes."""
+
+    def write(self, data: bytes, /) -> object: ...
 
 
 class Replayer:
@@ -33,20 +39,20 @@ class Replayer:
         self.facilities: dict[str, FacilityRegistered] = {}
         self.settler = Settler(self.store, self.policies, self.facilities, timing=timing)
 
-    def run(self, lines: Iterable[bytes], out: BinaryIO) -> int:
+    def run(self, lines: Iterable[bytes], out: Sink) -> int:
         """Replay every line; returns the number of lines read."""
         return asyncio.run(self.replay(lines, out))
 
-    async def replay(self, lines: Iterable[bytes], out: BinaryIO) -> int:
+    async def replay(self, lines: Iterable[bytes], out: Sink) -> int:
         return await self.replay_decoded(decode_lines(lines, now_text()), out)
 
-    async def replay_decoded(self, items: Iterable[tuple[Source, bytes, Decoded]], out: BinaryIO) -> int:
+    async def replay_decoded(self, items: Iterable[tuple[Source, bytes, Decoded]], out: Sink) -> int:
         """Replay lines decoded already (`decode_lines`): `simulate` decodes a stream once and settles
         it under two policy sets."""
         with without_cyclic_gc():
             return await self._replay_decoded(items, out)
 
-    async def _replay_decoded(self, items: Iterable[tuple[Source, bytes, Decoded]], out: BinaryIO) -> int:
+    async def _replay_decoded(self, items: Iterable[tuple[Source, bytes, Decoded]], out: Sink) -> int:
         write = out.write
         settle = self.settler.settle_decoded
         pending: list[tuple[Record, Decoded]] = []
@@ -78,9 +84,10 @@ class Replayer:
         return count
 
 
-def decode_lines(lines: Iterable[bytes], now: str) -> Iterator[tuple[Source, bytes, Decoded]]:
-    """Each line (its newline stripped) with its replay position and what `decode` makes of it."""
-    for offset, line in enumerate(lines):
+def decode_lines(lines: Iterable[bytes], now: str, start: int = 0) -> Iterator[tuple[Source, bytes, Decoded]]:
+    """Each line (its newline stripped) with its replay position (from `start`, for a stream decoded
+    in chunks) and what `decode` makes of it."""
+    for offset, line in enumerate(lines, start):
         raw = line.rstrip(b"\r\n")
         source = Source("replay", 0, offset)
         yield source, raw, decode(raw, source, now)

@@ -3,7 +3,8 @@
 Generates a synthetic Nanchang year (`worker.lab.population`, N members), a draft set that raises the
 retirees' cap from 2 000 to 2 400 yuan, and runs `simulate` with 1 and with 2 processes, alternately,
 twice each; prints one JSON object: claims settled per second for one policy set (claims × 2 sets /
-wall time, decoding and comparing included). Target: >= 50,000 with both cores.
+wall time, decoding and comparing included; target: >= 50,000 with both cores) and the peak memory of
+the largest process.
 
 `--breakdown` instead settles the year once under the baseline in this process and says where the
 time goes, per message: decoding (the worker's validation, shared by the two sets), the engine's
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import io
 import json
+import resource
 import shutil
 import tempfile
 import time
@@ -69,7 +71,17 @@ def main(argv: list[str] | None = None) -> int:
                 seconds = time.perf_counter() - started
                 claims = result["claims_compared"]
                 runs[str(jobs)].append(round(claims * 2 / seconds))
-        print(json.dumps({"members": args.members, "claims": claims, "claims_per_second_per_set": runs}))
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss >> 10  # KiB → MiB, the largest process
+        print(
+            json.dumps(
+                {
+                    "members": args.members,
+                    "claims": claims,
+                    "claims_per_second_per_set": runs,
+                    "peak_rss_mib_a_process": peak,
+                }
+            )
+        )
         return 0
     finally:
         shutil.rmtree(folder, ignore_errors=True)
