@@ -10,7 +10,7 @@ Memory stays bounded whatever the year's size. The file is first split into shar
 member id (a member's messages, profile included, stay in order in one shard; facilities go to every
 shard), at most `SHARD_BYTES` of input each. `--jobs` processes take the shards one after the other:
 each decodes its shard in chunks, settles every chunk under both sets, and returns the shard's
-summary, which is all the comparison needs (every figure either adds up over shards or, like a
+comparison, which is all the answer needs (every figure either adds up over shards or, like a
 member's share change, lives in one shard). A process holds one shard's state at a time.
 
 Compared per claim settled under both sets and not reversed: the pooling fund's spending (total, by
@@ -98,7 +98,7 @@ class Outcomes:
 
 
 @dataclass
-class Summary:
+class Comparison:
     """The comparison of a set of members (a shard, or all of them once shards are merged)."""
 
     compared: int = 0
@@ -106,17 +106,22 @@ class Summary:
     only_draft: int = 0
     members: int = 0
     fund: list[int] = field(default_factory=lambda: [0, 0])
+    """the pooling fund's spending on the compared claims, [baseline, draft] in fen"""
     by: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     """by dimension (month, city, treatment, band) → key → [claims, baseline fen, draft fen]"""
     reaching: dict[str, list[int]] = field(default_factory=lambda: {"cap": [0, 0], "ceiling": [0, 0]})
     """members reaching the cap / the ceiling under [baseline, draft] (a member is in one shard)"""
     share_total: int = 0
+    """the sum of the members' share changes over the year, in fen"""
     distribution: Counter[str] = field(default_factory=Counter)
+    """members by `SHARE_BUCKETS` name"""
     top_members: list[tuple[str, int]] = field(default_factory=list)
+    """the `TOP` members whose share changed most, (member id, change in fen)"""
     facilities: dict[str, int] = field(default_factory=dict)
+    """facility id → change of the fund's spending there, in fen"""
 
-    def add(self, other: Summary) -> None:
-        """Fold another shard's summary in: sums add up, a member's figures live in one shard."""
+    def add(self, other: Comparison) -> None:
+        """Fold another shard's comparison in: sums add up, a member's figures live in one shard."""
         self.compared += other.compared
         self.only_baseline += other.only_baseline
         self.only_draft += other.only_draft
@@ -148,10 +153,10 @@ def _bucket(change: int) -> str:
     raise AssertionError(change)
 
 
-def summarize(baseline: dict[str, Settled], draft: dict[str, Settled]) -> Summary:
+def compare(baseline: dict[str, Settled], draft: dict[str, Settled]) -> Comparison:
     """Compare the standing claims of the same members under the two sets."""
     both = [(b, draft[i]) for i, b in baseline.items() if i in draft]
-    summary = Summary(
+    comparison = Comparison(
         compared=len(both),
         only_baseline=len(baseline.keys() - draft.keys()),
         only_draft=len(draft.keys() - baseline.keys()),
@@ -161,8 +166,8 @@ def summarize(baseline: dict[str, Settled], draft: dict[str, Settled]) -> Summar
     dimensions = {"month": 1, "city": 2, "treatment": 3, "band": 4}
     by: dict[str, dict[str, list[int]]] = {name: {} for name in dimensions}
     for b, d in both:
-        summary.fund[0] += b[7]
-        summary.fund[1] += d[7]
+        comparison.fund[0] += b[7]
+        comparison.fund[1] += d[7]
         share_change[b[0]] += (d[6] - d[7]) - (b[6] - b[7])
         facilities[b[5]] += d[7] - b[7]
         for name, index in dimensions.items():
@@ -170,34 +175,34 @@ def summarize(baseline: dict[str, Settled], draft: dict[str, Settled]) -> Summar
             row[0] += 1
             row[1] += b[7]
             row[2] += d[7]
-    summary.by = by
-    summary.members = len(share_change)
-    summary.share_total = sum(share_change.values())
-    summary.distribution = Counter(_bucket(change) for change in share_change.values())
-    summary.top_members = _top(list(share_change.items()))
-    summary.facilities = dict(facilities)
+    comparison.by = by
+    comparison.members = len(share_change)
+    comparison.share_total = sum(share_change.values())
+    comparison.distribution = Counter(_bucket(change) for change in share_change.values())
+    comparison.top_members = _top(list(share_change.items()))
+    comparison.facilities = dict(facilities)
     for limit, flag in (("cap", 8), ("ceiling", 9)):
-        summary.reaching[limit] = [
+        comparison.reaching[limit] = [
             len({c[0] for c in claims.values() if c[flag]}) for claims in (baseline, draft)
         ]
-    return summary
+    return comparison
 
 
-def report(summary: Summary) -> dict[str, Any]:
+def figures(comparison: Comparison) -> dict[str, Any]:
     """The comparison as `simulate` answers it (JSON-ready)."""
-    base, new = summary.fund
+    base, new = comparison.fund
 
     def rows(dimension: str) -> list[dict[str, Any]]:
         return [
             {"key": k, "claims": v[0], "baseline_fen": v[1], "draft_fen": v[2], "change_fen": v[2] - v[1]}
-            for k, v in sorted(summary.by.get(dimension, {}).items())
+            for k, v in sorted(comparison.by.get(dimension, {}).items())
         ]
 
     return {
-        "claims_compared": summary.compared,
-        "claims_settled_only_under_baseline": summary.only_baseline,
-        "claims_settled_only_under_draft": summary.only_draft,
-        "members": summary.members,
+        "claims_compared": comparison.compared,
+        "claims_settled_only_under_baseline": comparison.only_baseline,
+        "claims_settled_only_under_draft": comparison.only_draft,
+        "members": comparison.members,
         "fund": {
             "baseline_fen": base,
             "draft_fen": new,
@@ -208,19 +213,20 @@ def report(summary: Summary) -> dict[str, Any]:
         "by_city": rows("city"),
         "by_treatment": rows("treatment"),
         "by_band": rows("band"),
-        "members_reaching_cap": dict(zip(("baseline", "draft"), summary.reaching["cap"], strict=True)),
+        "members_reaching_cap": dict(zip(("baseline", "draft"), comparison.reaching["cap"], strict=True)),
         "members_reaching_ceiling": dict(
-            zip(("baseline", "draft"), summary.reaching["ceiling"], strict=True)
+            zip(("baseline", "draft"), comparison.reaching["ceiling"], strict=True)
         ),
         "member_share": {
-            "average_change_fen": summary.share_total // summary.members if summary.members else 0,
+            "average_change_fen": comparison.share_total // comparison.members if comparison.members else 0,
             "distribution": [
-                {"change": name, "members": summary.distribution.get(name, 0)} for *_, name in SHARE_BUCKETS
+                {"change": name, "members": comparison.distribution.get(name, 0)}
+                for *_, name in SHARE_BUCKETS
             ],
         },
-        "most_affected_members": [{"member_id": m, "share_change_fen": v} for m, v in summary.top_members],
+        "most_affected_members": [{"member_id": m, "share_change_fen": v} for m, v in comparison.top_members],
         "most_affected_facilities": [
-            {"facility_id": f, "fund_change_fen": v} for f, v in _top(list(summary.facilities.items()))
+            {"facility_id": f, "fund_change_fen": v} for f, v in _top(list(comparison.facilities.items()))
         ],
     }
 
@@ -269,13 +275,13 @@ def _chunks(handle: IO[bytes]) -> Iterator[list[bytes]]:
         yield chunk
 
 
-def settle_shard(shard: Path, dirs: list[str | None]) -> Summary:
-    """Settle one shard under the baseline and the draft set, a chunk at a time; its summary."""
+def settle_shard(shard: Path, dirs: list[str | None]) -> Comparison:
+    """Settle one shard under the baseline and the draft set, a chunk at a time; its comparison."""
     with without_cyclic_gc():
         return asyncio.run(_settle_shard(shard, [load_policies(Path(d) if d else None) for d in dirs]))
 
 
-async def _settle_shard(shard: Path, books: list[PolicyBook]) -> Summary:
+async def _settle_shard(shard: Path, books: list[PolicyBook]) -> Comparison:
     replayers = [Replayer(book) for book in books]
     outcomes = [Outcomes() for _ in books]
     offset = 0
@@ -286,7 +292,7 @@ async def _settle_shard(shard: Path, books: list[PolicyBook]) -> Summary:
             for replayer, sink in zip(replayers, outcomes, strict=True):
                 await replayer.replay_decoded(decoded, sink)
     baseline, draft = (sink.standing() for sink in outcomes)
-    return summarize(baseline, draft)
+    return compare(baseline, draft)
 
 
 def simulate(
@@ -301,11 +307,11 @@ def simulate(
         files, messages = split(path, Path(folder), shards)
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            total = Summary()
-            for summary in pool.map(settle_shard, files, repeat(dirs)):
-                total.add(summary)
+            total = Comparison()
+            for shard in pool.map(settle_shard, files, repeat(dirs)):
+                total.add(shard)
     seconds = time.perf_counter() - started
-    result = report(total)
+    result = figures(total)
     claims = total.compared + max(total.only_baseline, total.only_draft)
     result["policies"] = {"baseline": sorted(base_book.ids), "draft": sorted(draft_book.ids)}
     result["run"] = {
