@@ -275,10 +275,11 @@ def _chunks(handle: IO[bytes]) -> Iterator[list[bytes]]:
         yield chunk
 
 
-def settle_shard(shard: Path, dirs: list[str | None]) -> Comparison:
-    """Settle one shard under the baseline and the draft set, a chunk at a time; its comparison."""
+def settle_shard(shard: Path, books: list[PolicyBook]) -> Comparison:
+    """Settle one shard under the baseline and the draft set, a chunk at a time; its comparison. The
+    sets come as loaded (and checked) once by `simulate`, not read again for each shard."""
     with without_cyclic_gc():
-        return asyncio.run(_settle_shard(shard, [load_policies(Path(d) if d else None) for d in dirs]))
+        return asyncio.run(_settle_shard(shard, books))
 
 
 async def _settle_shard(shard: Path, books: list[PolicyBook]) -> Comparison:
@@ -300,7 +301,6 @@ def simulate(
 ) -> dict[str, Any]:
     """Settle `path` under both sets; the comparison, with the sets' ids and the run's speed."""
     base_book, draft_book = load_policies(baseline), load_policies(draft)  # refuse bad sets before any work
-    dirs = [str(baseline) if baseline else None, str(draft)]
     started = time.perf_counter()
     shards = max(jobs, -(-path.stat().st_size // shard_bytes))
     with tempfile.TemporaryDirectory(prefix="simulate-") as folder, without_cyclic_gc():
@@ -308,7 +308,7 @@ def simulate(
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
             total = Comparison()
-            for shard in pool.map(settle_shard, files, repeat(dirs)):
+            for shard in pool.map(settle_shard, files, repeat([base_book, draft_book])):
                 total.add(shard)
     seconds = time.perf_counter() - started
     result = figures(total)
